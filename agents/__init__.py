@@ -1,0 +1,7 @@
+"""The Faust agents: they connect topics to the pipeline's stages.
+
+classify.py  events → validate → scheduler (batch → model → events.enriched / events.dlq / events.deferred)
+             events.deferred → validate → scheduler's deferred lane
+"""
+
+from agents import classify  # noqa: F401  (registers the agents with the app)

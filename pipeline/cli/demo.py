@@ -1,0 +1,164 @@
+"""`slmstream demo`: broker + worker + sample events, results live, a summary, and nothing left running."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import orjson
+import typer
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from pipeline.broker import BrokerError, EmbeddedBroker
+from pipeline.cli.common import settings_or_exit
+from pipeline.cli.topics import _produce, render
+from pipeline.kafka_client import ensure_topics
+from pipeline.worker_process import WorkerError, WorkerProcess
+
+console = Console()
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def demo(
+    events: Annotated[Path, typer.Option(help="Valid sample events (JSONL).")] = DATA / "sample_events.jsonl",
+    malformed: Annotated[Path, typer.Option(help="Malformed messages, one per line.")] = DATA / "malformed_events.txt",
+    rate: Annotated[float, typer.Option(help="Events per second to produce (0: as fast as possible).")] = 100.0,
+    engine: Annotated[str, typer.Option(help="Embedded broker: tansu or noida.")] = "tansu",
+    port: Annotated[int, typer.Option(help="Broker port on 127.0.0.1.")] = 9092,
+    web_port: Annotated[int, typer.Option(help="Worker web port (metrics).")] = 6066,
+    run_dir: Annotated[Path, typer.Option(help="Logs and state.")] = Path(".run/demo"),
+    timeout: Annotated[float, typer.Option(help="Give up waiting for results after this many seconds.")] = 120.0,
+) -> None:
+    """Start a broker and a worker, produce the sample events, show results live, then a summary."""
+    settings = settings_or_exit()
+    broker = EmbeddedBroker(engine, port=port, state_dir=run_dir)  # type: ignore[arg-type]
+    if broker.status().running:
+        console.print(f"[red]a broker already runs on port {port}[/]: stop it (slmstream broker stop --port {port})")
+        raise typer.Exit(1)
+    worker: WorkerProcess | None = None
+    try:
+        with console.status(f"starting the {engine} broker on 127.0.0.1:{port}"):
+            status = broker.start()
+        env = {"SLMSTREAM_BROKER": status.url, "SLMSTREAM_APP_ID": "slmstream-demo", "SLMSTREAM_LOG_FORMAT": "json"}
+        worker = WorkerProcess(env, run_dir / "worker.log", run_dir / "worker-data", web_port)
+        with console.status("starting the worker (loading the model)"):
+            asyncio.run(ensure_topics(status.bootstrap, _topic_names(settings), settings.topics.partitions))
+            worker.start()
+            worker.wait_ready(90)
+        console.print(f"broker {status.url}, worker {worker.url}/metrics (log: {worker.log_file})")
+        valid = [ln for ln in events.read_bytes().splitlines() if ln.strip()]
+        bad = [ln for ln in malformed.read_bytes().splitlines() if ln.strip()]
+        asyncio.run(_run(settings, status.bootstrap, valid, bad, rate, timeout))
+    except (BrokerError, WorkerError) as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping")
+    finally:
+        with console.status("stopping the worker and the broker"):
+            if worker is not None:
+                worker.stop(30)
+            broker.stop()
+        console.print("stopped: no process left behind")
+
+
+def _topic_names(settings) -> list[str]:
+    t = settings.topics
+    return [t.events, t.enriched, t.dlq, t.deferred]
+
+
+async def _run(settings, bootstrap: str, valid: list[bytes], bad: list[bytes], rate: float, timeout: float) -> None:
+    consumer = AIOKafkaConsumer(
+        settings.topics.enriched,
+        settings.topics.dlq,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    enriched: list[dict] = []
+    dlq: list[dict] = []
+    recent: list[str] = []
+    t0 = time.time()
+    producing = asyncio.ensure_future(
+        _produce(_interleave(valid, bad), settings.topics.events, rate, bootstrap, settings.topics.partitions)
+    )
+    try:
+        with Live(console=console, refresh_per_second=8, transient=False) as live:
+            deadline = time.monotonic() + timeout
+            while (len(enriched) < len(valid) or len(dlq) < len(bad)) and time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=100)
+                for records in batch.values():
+                    for rec in records:
+                        doc = orjson.loads(rec.value)
+                        doc["_seen"] = time.time()
+                        (enriched if "analysis" in doc else dlq).append(doc)
+                        recent.append(render(rec.value, False))
+                recent = recent[-12:]
+                live.update(_panel(enriched, dlq, len(valid), len(bad), recent))
+        await producing
+    finally:
+        producing.cancel()
+        await consumer.stop()
+    _summary(enriched, dlq, len(valid), len(bad), t0, rate)
+
+
+def _interleave(valid: list[bytes], bad: list[bytes]) -> list[bytes]:
+    """Spread the malformed messages through the stream, as they would arrive in real life."""
+    out = list(valid)
+    step = max(len(valid) // max(len(bad), 1), 1)
+    for i, b in enumerate(bad):
+        out.insert(min((i + 1) * step + i, len(out)), b)
+    return out
+
+
+def _panel(enriched: list[dict], dlq: list[dict], n_valid: int, n_bad: int, recent: list[str]) -> Group:
+    labels = Counter(d["analysis"]["label"] for d in enriched)
+    head = Table.grid(padding=(0, 2))
+    head.add_row(
+        f"enriched [bold]{len(enriched)}[/]/{n_valid}",
+        f"dlq [bold]{len(dlq)}[/]/{n_bad}",
+        "  ".join(f"{k} {v}" for k, v in labels.most_common()),
+    )
+    return Group(head, *recent)
+
+
+def _summary(enriched: list[dict], dlq: list[dict], n_valid: int, n_bad: int, t0: float, rate: float) -> None:
+    console.rule("summary")
+    by_label = Counter(d["analysis"]["label"] for d in enriched)
+    hits = Counter(
+        d["analysis"]["label"] for d in enriched if d["analysis"]["label"] == d.get("attrs", {}).get("expected_label")
+    )
+    expected = Counter(d.get("attrs", {}).get("expected_label") for d in enriched)
+    table = Table("label", "events", "correct vs expected_label")
+    for label, count in by_label.most_common():
+        table.add_row(label, str(count), f"{hits[label]}/{expected[label]}" if expected[label] else "-")
+    console.print(table)
+    if enriched:
+        total = np.array([d["analysis"]["latency_ms"]["total"] for d in enriched])
+        seen = np.array([(d["_seen"] * 1000 - d["ts"]) for d in enriched])
+        span = max(d["_seen"] for d in enriched) - t0
+        with_expected = sum(expected.values()) - expected[None]
+        console.print(
+            f"enriched {len(enriched)}/{n_valid}, dlq {len(dlq)}/{n_bad}; "
+            f"accuracy {sum(hits.values())}/{with_expected} = {sum(hits.values()) / max(with_expected, 1):.1%}\n"
+            f"latency (event time → result): p50 {np.percentile(total, 50):.0f} ms, "
+            f"p99 {np.percentile(total, 99):.0f} ms"
+            f"; as read here: p50 {np.percentile(seen, 50):.0f} ms, p99 {np.percentile(seen, 99):.0f} ms\n"
+            f"throughput {len(enriched) / span:.0f} events/s over {span:.1f} s "
+            f"(produced at {'max rate' if rate <= 0 else f'{rate:.0f}/s'}); "
+            f"deadline met {sum(d['analysis']['deadline_met'] for d in enriched)}/{len(enriched)}, "
+            f"deferred {sum(d['analysis']['deferred'] for d in enriched)}"
+        )
+    if dlq:
+        console.print(
+            "dlq: " + ", ".join(f"{k} {v}" for k, v in Counter(d["error"]["type"] for d in dlq).most_common())
+        )

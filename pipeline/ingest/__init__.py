@@ -1,0 +1,1 @@
+"""Where data enters: raw Kafka messages become validated events or rejections (→ DLQ)."""

@@ -1,0 +1,130 @@
+"""Raw message bytes → a validated `Event`, or a `Rejection` saying exactly what is wrong.
+
+This is the fast path that mirrors schemas/event.schema.json (a test checks the two agree). Every check
+runs before any model work, and nothing here raises on input: hostile bytes come back as a Rejection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from pipeline.config import InputSettings
+from schemas import Event, Origin
+
+MIN_EPOCH_MS = 100_000_000_000  # 1973: anything smaller is almost surely epoch *seconds*
+MAX_EPOCH_MS = 32_503_680_000_000  # year 3000
+MAX_SHORT_FIELD = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    type: str
+    message: str
+
+
+def validate(value: bytes | None, origin: Origin, limits: InputSettings) -> Event | Rejection:
+    """Validate one message value; the `origin` names it when the event has no `id` or `ts`."""
+    if not value:
+        return Rejection("empty_message", "message value is empty or null")
+    if len(value) > limits.max_event_bytes:
+        return Rejection("too_large", f"message is {len(value)} bytes; the limit is {limits.max_event_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection("not_utf8", f"not valid UTF-8 at byte {exc.start}")
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        if "recursion" in str(exc):
+            return Rejection("too_deep", f"JSON nesting is deeper than {limits.max_depth} levels")
+        return Rejection("not_json", f"not valid JSON: {exc}")
+    if not isinstance(doc, dict):
+        return Rejection("not_object", f"expected a JSON object, got {_json_type(doc)}")
+    if _depth(doc, limits.max_depth) > limits.max_depth:
+        return Rejection("too_deep", f"JSON nesting is deeper than {limits.max_depth} levels")
+    return _event_from_object(doc, origin, limits)
+
+
+def _event_from_object(doc: dict[str, Any], origin: Origin, limits: InputSettings) -> Event | Rejection:
+    if "text" not in doc:
+        return Rejection("missing_field", "required field `text` is missing")
+    text = doc["text"]
+    if not isinstance(text, str):
+        return Rejection("wrong_type", f"`text` must be a string, got {_json_type(text)}")
+    if not text.strip():
+        return Rejection("empty_text", "`text` is empty or only whitespace")
+    if len(text) > limits.max_text_chars:
+        return Rejection("text_too_long", f"`text` has {len(text)} characters; the limit is {limits.max_text_chars}")
+
+    for name in ("id", "source", "key"):
+        if name in doc:
+            v = doc[name]
+            if not isinstance(v, str):
+                return Rejection("wrong_type", f"`{name}` must be a string, got {_json_type(v)}")
+            if len(v) > MAX_SHORT_FIELD:
+                return Rejection("wrong_type", f"`{name}` is longer than {MAX_SHORT_FIELD} characters")
+    if "id" in doc and not doc["id"]:
+        return Rejection("wrong_type", "`id` must not be empty")
+    if "attrs" in doc and not isinstance(doc["attrs"], dict):
+        return Rejection("wrong_type", f"`attrs` must be an object, got {_json_type(doc['attrs'])}")
+
+    if "ts" in doc:
+        ts = parse_ts(doc["ts"])
+        if isinstance(ts, Rejection):
+            return ts
+    elif origin.timestamp_ms is not None:
+        ts = origin.timestamp_ms
+    else:
+        return Rejection("bad_timestamp", "no `ts` field and the message has no Kafka timestamp")
+
+    return Event(id=doc.get("id") or origin.ref, text=text, ts_ms=ts, fields=doc, origin=origin)
+
+
+def parse_ts(v: Any) -> int | Rejection:
+    """RFC 3339 with an offset, or epoch milliseconds → epoch milliseconds."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        return Rejection("wrong_type", f"`ts` must be an RFC 3339 string or epoch milliseconds, got {_json_type(v)}")
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v)
+        except ValueError:
+            return Rejection("bad_timestamp", f"`ts` {v[:40]!r} is not RFC 3339 (e.g. 2026-11-27T20:52:34Z)")
+        if dt.tzinfo is None or ("T" not in v and "t" not in v and " " not in v):
+            return Rejection("bad_timestamp", f"`ts` {v[:40]!r} needs a date, a time and an offset (RFC 3339)")
+        return int(dt.timestamp() * 1000)
+    if not MIN_EPOCH_MS <= v <= MAX_EPOCH_MS:
+        hint = " (it looks like seconds)" if 1e8 < v < MIN_EPOCH_MS else ""
+        return Rejection("bad_timestamp", f"`ts` {v} is out of range for epoch milliseconds{hint}")
+    return int(v)
+
+
+def _depth(doc: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, stopping as soon as it passes `limit`."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > limit:
+            break
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int | float):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"

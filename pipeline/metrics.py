@@ -1,0 +1,52 @@
+"""Prometheus metrics of the worker, served at /metrics on its web port.
+
+One registry of our own (not the process default) so tests can build several apps in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Seconds buckets from 1 ms to 10 s: model calls are milliseconds, a deferred event may take seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1, 2.5, 5, 10)
+
+EVENTS_IN = Counter("slmstream_events_in", "Messages read from an input topic", ["topic"], registry=REGISTRY)
+EVENTS_OUT = Counter(
+    "slmstream_events_out", "Records written, by outcome (enriched, dlq, deferred)", ["outcome"], registry=REGISTRY
+)
+DLQ = Counter("slmstream_dlq", "Messages sent to the DLQ, by reason", ["reason"], registry=REGISTRY)
+DEADLINE_MISSES = Counter(
+    "slmstream_deadline_misses", "Events whose result missed event time + budget", ["policy"], registry=REGISTRY
+)
+BATCH_SIZE = Histogram(
+    "slmstream_batch_size",
+    "Events per model batch",
+    ["model"],
+    registry=REGISTRY,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+QUEUE_WAIT = Histogram(
+    "slmstream_queue_wait_seconds",
+    "From arrival at the worker to the start of the event's batch",
+    registry=REGISTRY,
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_TIME = Histogram(
+    "slmstream_model_seconds", "Model time per batch", ["model"], registry=REGISTRY, buckets=LATENCY_BUCKETS
+)
+END_TO_END = Histogram(
+    "slmstream_end_to_end_seconds",
+    "From event time to the enriched record being acknowledged",
+    registry=REGISTRY,
+    buckets=LATENCY_BUCKETS,
+)
+QUEUE_DEPTH = Gauge("slmstream_queue_depth", "Events held by the worker (waiting or in flight)", registry=REGISTRY)
+CONSUMER_LAG = Gauge(
+    "slmstream_consumer_lag", "High watermark minus committed offset", ["topic", "partition"], registry=REGISTRY
+)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

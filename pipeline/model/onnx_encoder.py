@@ -1,0 +1,90 @@
+"""Sentence encoder on onnxruntime + tokenizers: CPU, or CUDA when onnxruntime-gpu sees a GPU."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import structlog
+from tokenizers import Tokenizer
+
+from pipeline.model.base import ModelError
+from pipeline.model.catalog import file_sha256, model_dir, read_manifest
+
+log = structlog.get_logger(__name__)
+
+
+def choose_providers(preference: str) -> list[str]:
+    available = ort.get_available_providers()
+    if preference == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ModelError(
+            "model.provider=cuda but onnxruntime has no CUDA provider here "
+            f"(available: {', '.join(available)}); install the `gpu` extra on a GPU host or use provider=auto"
+        )
+    if preference in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OnnxEncoder:
+    """`SmallModel.encode` for the encoders that `slmstream models build` writes."""
+
+    def __init__(self, path: Path, *, threads: int = 2, max_tokens: int = 128, provider: str = "auto") -> None:
+        manifest = read_manifest(path.parent, path.name)
+        self.name: str = manifest["name"]
+        self.dim: int = manifest["dim"]
+        self._output: str = manifest["output"]
+        self._pooled: bool = manifest["pooled"]
+        model_file = path / "model.onnx"
+        self.content_hash = "sha256:" + file_sha256(model_file)[:16]
+        if manifest.get("sha256") and not self.content_hash.startswith("sha256:" + manifest["sha256"][:16]):
+            raise ModelError(f"{model_file} does not match its manifest (corrupt?); rebuild with --force")
+
+        self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self._tokenizer.enable_truncation(max_length=max_tokens)
+        self._tokenizer.enable_padding(pad_id=manifest.get("pad_id", 0))
+
+        opts = ort.SessionOptions()
+        # Threads set explicitly; spinning off: on small shared CPUs spinning threads steal the cores
+        # the tokenizer and the event loop need (measured up to 3x slower here).
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(str(model_file), opts, providers=choose_providers(provider))
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            raise ModelError(f"cannot load {model_file}: {exc}; rebuild with `slmstream models build --force`") from exc
+        self.provider = self._session.get_providers()[0]
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        log.info("model_loaded", model=self.name, provider=self.provider, threads=threads, hash=self.content_hash)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encs = self._tokenizer.encode_batch(list(texts))
+        feeds = {
+            "input_ids": np.asarray([e.ids for e in encs], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encs], dtype=np.int64),
+        }
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+        return feeds
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        feeds = self.tokenize(texts)
+        (out,) = self._session.run([self._output], feeds)
+        if not self._pooled:  # token states → mean over real tokens
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            out = (out * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        out = np.asarray(out, dtype=np.float32)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        raise ModelError(f"{self.name} is an encoder; it does not generate text")
+
+
+def load_encoder(cache_dir: Path, name: str, *, threads: int, max_tokens: int, provider: str) -> OnnxEncoder:
+    return OnnxEncoder(model_dir(cache_dir, name), threads=threads, max_tokens=max_tokens, provider=provider)

@@ -1,0 +1,1 @@
+"""Where results leave: the records written to `events.enriched`, `events.dlq` and `events.deferred`."""

@@ -1,0 +1,103 @@
+"""Build the bytes of each output record (schemas/enriched.schema.json, schemas/dlq.schema.json)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from schemas import Event, Origin
+
+# Headers on an events.deferred record: where the event was first read, so its id stays the same.
+ORIGIN_HEADER = "slmstream-origin"
+ORIGIN_TS_HEADER = "slmstream-origin-ts"
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    hash: str
+
+
+def enriched_record(
+    event: Event,
+    result: Classification,
+    model: ModelInfo,
+    taxonomy_version: str,
+    *,
+    deadline_met: bool,
+    degraded: bool,
+    queue_ms: float,
+    model_ms: float,
+    total_ms: float,
+) -> bytes:
+    doc = dict(event.fields)
+    doc["id"] = event.id
+    doc["ts"] = event.ts_ms
+    doc["analysis"] = {
+        "label": result.label,
+        "score": round(result.score, 4),
+        "scores": {k: round(v, 4) for k, v in result.scores.items()},
+        "model": {"name": model.name, "hash": model.hash},
+        "taxonomy_version": taxonomy_version,
+        "deadline_met": deadline_met,
+        "degraded": degraded,
+        "deferred": event.deferred,
+        "latency_ms": {"queue": round(queue_ms, 2), "model": round(model_ms, 2), "total": round(total_ms, 2)},
+    }
+    return orjson.dumps(doc)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def dlq_record(error_type: str, message: str, origin: Origin, value: bytes | None) -> bytes:
+    return orjson.dumps(
+        {
+            "error": {"type": error_type, "message": message},
+            "original": {
+                "topic": origin.topic,
+                "partition": origin.partition,
+                "offset": origin.offset,
+                "key": _b64(origin.key),
+                "value_b64": _b64(value),
+                "headers": [[name, _b64(v)] for name, v in origin.headers],
+                "timestamp_ms": origin.timestamp_ms,
+            },
+            "failed_at": int(time.time() * 1000),
+        }
+    )
+
+
+def deferred_headers(origin: Origin) -> list[tuple[str, bytes]]:
+    """The original headers plus where the event came from."""
+    own = [(k, v) for k, v in origin.headers if k not in (ORIGIN_HEADER, ORIGIN_TS_HEADER) and v is not None]
+    own.append((ORIGIN_HEADER, origin.ref.encode()))
+    if origin.timestamp_ms is not None:
+        own.append((ORIGIN_TS_HEADER, str(origin.timestamp_ms).encode()))
+    return own
+
+
+def origin_of_deferred(deferred: Origin) -> Origin:
+    """The original Origin of an events.deferred message (its own Origin when the header is missing)."""
+    headers = dict(deferred.headers)
+    ref = headers.get(ORIGIN_HEADER)
+    if not ref:
+        return deferred
+    try:
+        topic, partition, offset = ref.decode().rsplit(":", 2)
+        ts_raw = headers.get(ORIGIN_TS_HEADER)
+        ts = int(ts_raw) if ts_raw else deferred.timestamp_ms
+        return Origin(topic, int(partition), int(offset), deferred.key, deferred.headers, ts)
+    except (ValueError, UnicodeDecodeError):
+        return deferred
