@@ -15,6 +15,7 @@ from pipeline.batching.scheduler import BatchScheduler
 from pipeline.config import Settings
 from pipeline.faust_app import ALL_TOPICS, SlmApp
 from pipeline.model.base import ModelError
+from pipeline.model.catalog import read_manifest
 from pipeline.model.classifier import LabelClassifier
 from pipeline.model.onnx_encoder import load_encoder
 from pipeline.model.worker import ModelWorker
@@ -32,8 +33,22 @@ def load_classifier(settings: Settings, name: str) -> LabelClassifier:
     return LabelClassifier(encoder, settings.labels, min_confidence=c.min_confidence, temperature=c.temperature)
 
 
+def preflight(settings: Settings) -> None:
+    """Check the models this worker will load exist, before Faust connects anywhere (ModelError if not)."""
+    names = [settings.model.encoder]
+    if settings.batching.late_policy == "degrade":
+        names.append(settings.model.fallback)
+    for name in names:
+        read_manifest(settings.model.cache_dir, name)
+
+
 class Runtime:
     def __init__(self, app: SlmApp) -> None:
+        try:
+            preflight(app.settings)
+        except ModelError as exc:
+            print(f"slmstream: cannot start: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         self.app = app
         self.scheduler: BatchScheduler | None = None
         self._ready: asyncio.Event | None = None
