@@ -177,16 +177,40 @@ def _explain(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _check_yaml(path: Path) -> None:
+    """Surface a broken file with its name, before pydantic-settings reads it."""
+    if path.is_dir():
+        raise ConfigError(f"SLMSTREAM_CONFIG points to {path}, which is a directory; give the YAML file")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if doc is not None and not isinstance(doc, dict):
+        raise ConfigError(f"{path} must be a mapping of settings (key: value), not a {type(doc).__name__}")
+
+
+def _check_env_names() -> None:
+    """pydantic-settings ignores unknown env vars; a typo must not silently fall back to a default."""
+    known = set(Settings.model_fields) | {"config"}
+    for name in os.environ:
+        if name.startswith("SLMSTREAM_"):
+            field = name[len("SLMSTREAM_") :].split("__", 1)[0].lower()
+            if field not in known:
+                raise ConfigError(
+                    f"unknown setting {name}; known: SLMSTREAM_" + ", SLMSTREAM_".join(sorted(known)).upper()
+                )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings; raise ConfigError with a readable message."""
     path = config_path()
     if "SLMSTREAM_CONFIG" in os.environ and not path.exists():
         raise ConfigError(f"SLMSTREAM_CONFIG points to {path}, which does not exist")
-    try:
-        if path.exists():
-            yaml.safe_load(path.read_text())  # surface YAML syntax errors with the file name
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if path.exists():
+        _check_yaml(path)
+    _check_env_names()
     try:
         return Settings(**overrides)
     except ValidationError as exc:

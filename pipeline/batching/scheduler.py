@@ -42,7 +42,7 @@ SEND_RETRY_MAX_S = 5.0
 
 class Sink(Protocol):
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes | None]] | None = None
     ) -> Awaitable[Any]:
         """Hand a record to the producer; the returned awaitable resolves once the broker has it."""
         ...
@@ -53,7 +53,7 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes
-    headers: list[tuple[str, bytes]] | None = None
+    headers: list[tuple[str, bytes | None]] | None = None
 
 
 # (event or None for a rejected message, its ack, the record, the broker's future for it)

@@ -39,7 +39,7 @@ def validate(value: bytes | None, origin: Origin, limits: InputSettings) -> Even
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        if "recursion" in str(exc):
+        if "recursion" in str(exc) or "depth limit" in str(exc):  # orjson's own nesting limit (1024)
             return Rejection("too_deep", f"JSON nesting is deeper than {limits.max_depth} levels")
         return Rejection("not_json", f"not valid JSON: {exc}")
     if not isinstance(doc, dict):
@@ -90,7 +90,8 @@ def parse_ts(v: Any) -> int | Rejection:
         return Rejection("wrong_type", f"`ts` must be an RFC 3339 string or epoch milliseconds, got {_json_type(v)}")
     if isinstance(v, str):
         try:
-            dt = datetime.fromisoformat(v)
+            # RFC 3339 allows a lower-case "z"; fromisoformat (3.11) does not.
+            dt = datetime.fromisoformat(v[:-1] + "Z" if v.endswith("z") else v)
         except ValueError:
             return Rejection("bad_timestamp", f"`ts` {v[:40]!r} is not RFC 3339 (e.g. 2026-11-27T20:52:34Z)")
         if dt.tzinfo is None or ("T" not in v and "t" not in v and " " not in v):

@@ -40,9 +40,16 @@ class OnnxEncoder:
         model_file = path / "model.onnx"
         self.content_hash = "sha256:" + file_sha256(model_file)[:16]
         if manifest.get("sha256") and not self.content_hash.startswith("sha256:" + manifest["sha256"][:16]):
-            raise ModelError(f"{model_file} does not match its manifest (corrupt?); rebuild with --force")
+            raise ModelError(
+                f"{model_file} does not match its manifest (corrupt?); rebuild with `slmstream models build --force`"
+            )
 
-        self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises a bare Exception for a bad file
+            raise ModelError(
+                f"cannot read {path / 'tokenizer.json'}: {exc}; rebuild with `slmstream models build --force`"
+            ) from exc
         self._tokenizer.enable_truncation(max_length=max_tokens)
         self._tokenizer.enable_padding(pad_id=manifest.get("pad_id", 0))
 

@@ -79,9 +79,9 @@ def dlq_record(error_type: str, message: str, origin: Origin, value: bytes | Non
     )
 
 
-def deferred_headers(origin: Origin) -> list[tuple[str, bytes]]:
+def deferred_headers(origin: Origin) -> list[tuple[str, bytes | None]]:
     """The original headers plus where the event came from."""
-    own = [(k, v) for k, v in origin.headers if k not in (ORIGIN_HEADER, ORIGIN_TS_HEADER) and v is not None]
+    own = [(k, v) for k, v in origin.headers if k not in (ORIGIN_HEADER, ORIGIN_TS_HEADER)]
     own.append((ORIGIN_HEADER, origin.ref.encode()))
     if origin.timestamp_ms is not None:
         own.append((ORIGIN_TS_HEADER, str(origin.timestamp_ms).encode()))
@@ -98,6 +98,7 @@ def origin_of_deferred(deferred: Origin) -> Origin:
         topic, partition, offset = ref.decode().rsplit(":", 2)
         ts_raw = headers.get(ORIGIN_TS_HEADER)
         ts = int(ts_raw) if ts_raw else deferred.timestamp_ms
-        return Origin(topic, int(partition), int(offset), deferred.key, deferred.headers, ts)
+        original_headers = tuple((k, v) for k, v in deferred.headers if k not in (ORIGIN_HEADER, ORIGIN_TS_HEADER))
+        return Origin(topic, int(partition), int(offset), deferred.key, original_headers, ts)
     except (ValueError, UnicodeDecodeError):
         return deferred

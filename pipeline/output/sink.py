@@ -13,7 +13,7 @@ class FaustSink:
         self.app = app
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None
+        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes | None]] | None = None
     ) -> Awaitable[Any]:
         # The producer directly, not Topic.send: no codec work, and we get the broker-ack future back.
         return await self.app.producer.send(topic, key, value, None, None, headers)
