@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODELS := .cache/models/minilm-l6-int8/manifest.json .cache/models/minilm-l3/manifest.json
 
-.PHONY: demo test test-unit test-e2e install models lint bench clean
+.PHONY: demo test test-unit test-e2e soak install models lint bench clean
 
 demo: models
 	$(BIN)/slmstream demo
@@ -21,7 +21,10 @@ test-unit: install
 	$(BIN)/pytest -m "not e2e"
 
 test-e2e: models
-	$(BIN)/pytest -m e2e
+	$(BIN)/pytest -m "e2e and not soak"
+
+soak: models
+	$(BIN)/pytest -m soak -s
 
 bench: models
 	$(BIN)/slmstream bench classify
