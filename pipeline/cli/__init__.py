@@ -1,9 +1,4 @@
-"""`slmstream`: the command line around the worker.
-
-broker   run a local Kafka-protocol broker          produce  send a JSONL file to a topic
-tail     read a topic                              models   build and list the models
-bench    measure the model and the pipeline         demo     the whole thing, end to end
-"""
+"""`slmstream`: the command line around the worker (`faust -A pipeline worker` runs the worker itself)."""
 
 from __future__ import annotations
 
@@ -11,7 +6,11 @@ import typer
 
 from pipeline.cli import bench, broker, demo, models, topics
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="slmstream: Kafka events classified by a small model. The worker itself: faust -A pipeline worker.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 app.add_typer(broker.app, name="broker")
 app.add_typer(models.app, name="models")
 app.command("produce")(topics.produce)
