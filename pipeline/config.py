@@ -7,14 +7,23 @@ the environment with a double underscore: `SLMSTREAM_BATCHING__BUDGET_MS=150`.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +33,31 @@ from pydantic_settings import (
 
 DEFAULT_CONFIG = Path("config/slmstream.yaml")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# What a secret looks like in repr(), model_dump(), redacted_dump() and error messages.
+SECRET_MASK = "**********"
+# Setting names whose values are never shown (also when misspelled keys are reported, see _explain).
+SECRET_KEYS = frozenset({"sasl_password", "ssl_keyfile_password", "token"})
+
+SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+TLS_PROTOCOLS = ("SSL", "SASL_SSL")
+
+# Taxonomy limits: every description and example is encoded at start and scored against every event.
+MAX_LABELS = 256
+MAX_DESCRIPTION_CHARS = 1000
+MAX_EXAMPLES = 64
+MAX_EXAMPLE_CHARS = 1000
+MIN_WEB_TOKEN_CHARS = 16
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1); False for 0.0.0.0, '' and the rest."""
+    h = host.strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
 
 
 class _Section(BaseModel):
@@ -77,13 +111,129 @@ class ClassifierSettings(_Section):
 
 
 class Label(_Section):
-    description: str = Field(min_length=1)
-    examples: list[str] = Field(default_factory=list)
+    description: str = Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)
+    examples: list[Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_EXAMPLES
+    )
+
+
+def _env(section: str, key: str) -> str:
+    return f"{section}.{key} (env SLMSTREAM_{section.upper()}__{key.upper()})"
+
+
+class KafkaSettings(_Section):
+    """How every Kafka client (the worker, the CLI tools) authenticates and encrypts: checked at start."""
+
+    # The section holds secrets: a ValidationError's text never shows the input.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = Field(None, min_length=1)
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None  # CA bundle that signed the brokers' certificates (else the system CAs)
+    ssl_certfile: Path | None = None  # client certificate (mutual TLS), PEM; needs ssl_keyfile
+    ssl_keyfile: Path | None = None
+    ssl_keyfile_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    @field_validator("protocol", "sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _readable_file(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        v = v.expanduser()
+        if not v.exists():
+            raise ValueError(f"{v} does not exist")
+        if not v.is_file():
+            raise ValueError(f"{v} is not a file")
+        if not os.access(v, os.R_OK):
+            raise ValueError(f"{v} is not readable by this user")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        problems = []
+        sasl_given = [
+            n for n in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, n) not in (None, "")
+        ]
+        if self.protocol in SASL_PROTOCOLS:
+            missing = [
+                _env("kafka", n)
+                for n in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if n not in sasl_given or (n == "sasl_password" and not self.sasl_password.get_secret_value())
+            ]
+            if missing:
+                problems.append(f"kafka.protocol {self.protocol} needs " + ", ".join(missing))
+        elif sasl_given:
+            problems.append(
+                ", ".join(f"kafka.{n}" for n in sasl_given)
+                + f" given but kafka.protocol is {self.protocol}: set kafka.protocol to SASL_PLAINTEXT or SASL_SSL"
+                " (env SLMSTREAM_KAFKA__PROTOCOL), or remove them"
+            )
+        if self.protocol not in TLS_PROTOCOLS:
+            tls_given = [
+                f"kafka.{n}"
+                for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_keyfile_password")
+                if getattr(self, n) is not None
+            ]
+            if not self.ssl_check_hostname:
+                tls_given.append("kafka.ssl_check_hostname")
+            if tls_given:
+                problems.append(
+                    ", ".join(tls_given) + f" given but kafka.protocol is {self.protocol}, which does not use TLS:"
+                    " set kafka.protocol to SSL or SASL_SSL (env SLMSTREAM_KAFKA__PROTOCOL), or remove them"
+                )
+        if self.ssl_certfile is not None and self.ssl_keyfile is None:
+            problems.append(f"kafka.ssl_certfile needs its private key: set {_env('kafka', 'ssl_keyfile')}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            problems.append(f"kafka.ssl_keyfile needs its certificate: set {_env('kafka', 'ssl_certfile')}")
+        if self.ssl_keyfile_password is not None and self.ssl_keyfile is None:
+            problems.append(f"kafka.ssl_keyfile_password given without {_env('kafka', 'ssl_keyfile')}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class WebSettings(_Section):
+    """The worker's web server (/metrics, /health): loopback by default; anywhere else needs a token."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     host: str = "127.0.0.1"
     port: int = Field(6066, ge=0, le=65535)
+    # When set, every page requires `Authorization: Bearer <token>`.
+    token: SecretStr | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _usable_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        raw = v.get_secret_value()
+        if len(raw) < MIN_WEB_TOKEN_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_WEB_TOKEN_CHARS} characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        if not all(33 <= ord(c) < 127 for c in raw):
+            raise ValueError("must be printable ASCII without spaces (it is sent in an HTTP header)")
+        return v
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> WebSettings:
+        if self.token is None and not is_loopback_host(self.host):
+            raise ValueError(
+                f"web.host {self.host!r} is not a loopback address: anyone who can reach it could read the "
+                f"pages, so set an access token with {_env('web', 'token')} (clients then send "
+                "'Authorization: Bearer <token>'), or keep web.host 127.0.0.1"
+            )
+        return self
 
 
 class Settings(BaseSettings):
@@ -91,6 +241,7 @@ class Settings(BaseSettings):
         env_prefix="SLMSTREAM_",
         env_nested_delimiter="__",
         extra="forbid",
+        hide_input_in_errors=True,  # secrets: load_settings explains errors itself, without them
     )
 
     app_id: str = "slmstream"
@@ -105,6 +256,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     classifier: ClassifierSettings = ClassifierSettings()
     web: WebSettings = WebSettings()
+    kafka: KafkaSettings = KafkaSettings()
     labels: dict[str, Label] = Field(min_length=2)
     taxonomy_version: str | None = None
 
@@ -122,6 +274,8 @@ class Settings(BaseSettings):
     @field_validator("labels")
     @classmethod
     def _label_names(cls, v: dict[str, Label]) -> dict[str, Label]:
+        if len(v) > MAX_LABELS:
+            raise ValueError(f"{len(v)} labels; at most {MAX_LABELS} are allowed (each is scored against every event)")
         for name in v:
             if name == "unknown":
                 raise ValueError("'unknown' is reserved for low-confidence results; rename that label")
@@ -155,7 +309,54 @@ class Settings(BaseSettings):
 
     @property
     def web_is_loopback(self) -> bool:
-        return self.web.host in LOOPBACK_HOSTS
+        return is_loopback_host(self.web.host)
+
+    @property
+    def broker_hosts(self) -> list[str]:
+        hosts = []
+        for url in self.broker.split(";"):
+            parsed = urlparse(url if "://" in url else f"kafka://{url}")
+            hosts.append(parsed.hostname or "")
+        return hosts
+
+    def redacted_dump(self, *, label_text: bool = False) -> dict[str, Any]:
+        """The settings as JSON-ready data that is safe to log: every secret reads `**********`.
+
+        `labels` is the list of label names unless `label_text` (descriptions and examples are long).
+        """
+        doc = _mask(self.model_dump(mode="json"))
+        if not label_text:
+            doc["labels"] = list(self.labels)
+        doc["taxonomy"] = self.taxonomy
+        return doc
+
+    def security_warnings(self) -> list[str]:
+        """Allowed but risky choices, logged at start (the compose file's broker is kafka:9092, PLAINTEXT)."""
+        remote = [h for h in self.broker_hosts if not is_loopback_host(h)]
+        k = self.kafka
+        out = []
+        if remote and k.protocol == "PLAINTEXT":
+            out.append(
+                f"kafka.protocol is PLAINTEXT and broker host {', '.join(remote)} is not loopback: Kafka traffic is "
+                "neither encrypted nor authenticated; use SSL or SASL_SSL on a network you do not control"
+            )
+        if remote and k.protocol == "SASL_PLAINTEXT" and k.sasl_mechanism == "PLAIN":
+            out.append(
+                f"kafka.protocol SASL_PLAINTEXT with mechanism PLAIN sends the password unencrypted to "
+                f"{', '.join(remote)}; use SASL_SSL or a SCRAM mechanism"
+            )
+        if k.protocol in TLS_PROTOCOLS and not k.ssl_check_hostname:
+            out.append("kafka.ssl_check_hostname is false: a broker certificate for another host name is accepted")
+        return out
+
+
+def _mask(value: Any) -> Any:
+    """Replace the value of every secret key (anywhere in nested data) by SECRET_MASK."""
+    if isinstance(value, dict):
+        return {k: (SECRET_MASK if k in SECRET_KEYS and v is not None else _mask(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
 
 
 class ConfigError(Exception):
@@ -166,14 +367,28 @@ def config_path() -> Path:
     return Path(os.environ.get("SLMSTREAM_CONFIG", str(DEFAULT_CONFIG)))
 
 
+def _shown_input(err: Any) -> str:
+    """The rejected value, when it helps and is not (or might not be) a secret."""
+    given = err.get("input")
+    if isinstance(given, dict | list) or err["type"] == "extra_forbidden":
+        return ""  # a misspelled key's value could be a password (`sasl_pasword: ...`)
+    if any(str(p) in SECRET_KEYS for p in err["loc"]) or isinstance(given, SecretStr):
+        return f" (got {SECRET_MASK})"
+    text = repr(given)
+    return f" (got {text if len(text) <= 80 else text[:77] + '...'})"
+
+
 def _explain(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         env = "SLMSTREAM_" + "__".join(str(p) for p in err["loc"]).upper()
-        given = err.get("input")
-        shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
-        lines.append(f"  - {loc}: {err['msg']}{shown}  [YAML key `{loc}` or env {env}]")
+        field = Settings.model_fields.get(str(err["loc"][0])) if len(err["loc"]) == 1 else None
+        if field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            where = f"YAML section `{loc}` or env {env}__<KEY>"  # a rule across the keys of a section
+        else:
+            where = f"YAML key `{loc}` or env {env}"
+        lines.append(f"  - {loc}: {err['msg']}{_shown_input(err)}  [{where}]")
     return "\n".join(lines)
 
 
@@ -214,6 +429,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
+        # `from None`: the ValidationError's inputs (a section's raw values) may hold a password.
         raise ConfigError(
             f"invalid slmstream settings (from {path} and SLMSTREAM_* env vars):\n{_explain(exc)}"
-        ) from exc
+        ) from None

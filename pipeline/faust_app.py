@@ -7,12 +7,17 @@ with a message naming the setting.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import faust
+import structlog
+from faust.types.auth import CredentialsT
 
 from pipeline import logs
-from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.config import ConfigError, Settings, is_loopback_host, load_settings
+from pipeline.kafka_client import kafka_ssl_context
 from pipeline.kafka_transport import Transport
+from pipeline.web import bearer_auth_middleware
 
 
 class SlmApp(faust.App):
@@ -24,17 +29,62 @@ class SlmApp(faust.App):
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
 
+    def on_webserver_init(self, web: Any) -> None:
+        # `faust worker --web-bind` replaces web.host after the settings were checked: check again.
+        try:
+            check_web_bind(str(self.conf.web_bind), self.settings)
+        except ConfigError as exc:
+            print(f"slmstream: {exc}", file=sys.stderr)
+            raise
+        super().on_webserver_init(web)
+
+
+def check_web_bind(bind: str, settings: Settings) -> None:
+    """Refuse to serve beyond loopback without a token, whichever way the address was chosen."""
+    if settings.web.token is None and not is_loopback_host(bind):
+        msg = (
+            f"the web server would listen on {bind!r} (faust worker --web-bind?) without an access token: "
+            "set web.token (env SLMSTREAM_WEB__TOKEN) or bind 127.0.0.1"
+        )
+        raise ConfigError(msg)
+
+
+def broker_credentials(settings: Settings) -> CredentialsT | None:
+    """Faust's `broker_credentials` for `settings.kafka`: None for PLAINTEXT (ConfigError: bad TLS files)."""
+    k = settings.kafka
+    if k.protocol == "PLAINTEXT":
+        return None
+    if k.protocol == "SSL":
+        return faust.SSLCredentials(kafka_ssl_context(k))
+    assert k.sasl_password is not None  # KafkaSettings refuses SASL without it
+    return faust.SASLCredentials(
+        username=k.sasl_username,
+        password=k.sasl_password.get_secret_value(),
+        mechanism=k.sasl_mechanism,
+        # With a context SASLCredentials is SASL_SSL, without it SASL_PLAINTEXT.
+        ssl_context=kafka_ssl_context(k) if k.protocol == "SASL_SSL" else None,
+    )
+
 
 def create_app(settings: Settings) -> SlmApp:
     logs.configure(settings.log_format, settings.log_level)
+    log = structlog.get_logger(__name__)  # after configure: picks up this configuration
+    log.info("effective_config", config=settings.redacted_dump())  # secrets read **********
+    for warning in settings.security_warnings():
+        log.warning("insecure_setting", detail=warning)
+    web_options: dict[str, Any] = {}
+    if settings.web.token is not None:
+        web_options["middlewares"] = [bearer_auth_middleware(settings.web.token)]
     app = SlmApp(
         settings.app_id,
         broker=settings.broker,
+        broker_credentials=broker_credentials(settings),
         key_serializer="raw",
         value_serializer="raw",
         web_host=settings.web.host,
         web_bind=settings.web.host,
         web_port=settings.web.port,
+        web_application_options=web_options,
         topic_partitions=settings.topics.partitions,
         topic_replication_factor=settings.topics.replicas,
         topic_disable_leader=True,
@@ -61,11 +111,11 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
 
 try:
     settings = load_settings()
+    app = create_app(settings)
 except ConfigError as exc:
     print(f"slmstream: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
-app = create_app(settings)
 _p = settings.topics.partitions
 events_topic = _raw_topic(app, settings.topics.events, _p)
 enriched_topic = _raw_topic(app, settings.topics.enriched, _p)

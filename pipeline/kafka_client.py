@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlparse
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from pipeline.config import SASL_PROTOCOLS, TLS_PROTOCOLS, ConfigError, KafkaSettings, Settings
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -19,9 +24,68 @@ def bootstrap_servers(broker_url: str) -> str:
     return ",".join(hosts)
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int, replicas: int = 1) -> None:
-    """Create the topics that do not exist yet, with an explicit partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+class _KeyNeedsPassword(Exception):
+    pass
+
+
+def _no_key_password() -> str:
+    # Called by OpenSSL only for an encrypted key; without it OpenSSL would prompt on the terminal.
+    raise _KeyNeedsPassword
+
+
+def kafka_ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context of `kafka.ssl_*`: broker certificates verified (system CAs unless `ssl_cafile`),
+    host names checked unless `ssl_check_hostname` is false, client certificate when given.
+    Unreadable or mismatched files raise ConfigError naming the keys."""
+    try:
+        context = create_ssl_context(cafile=kafka.ssl_cafile)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"kafka.ssl_cafile {kafka.ssl_cafile}: not a PEM CA certificate bundle ({exc})") from None
+    if kafka.ssl_certfile is not None:
+        password = kafka.ssl_keyfile_password.get_secret_value() if kafka.ssl_keyfile_password else _no_key_password
+        try:
+            context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile, password)
+        except _KeyNeedsPassword:
+            raise ConfigError(
+                f"kafka.ssl_keyfile {kafka.ssl_keyfile} is encrypted: set kafka.ssl_keyfile_password "
+                "(env SLMSTREAM_KAFKA__SSL_KEYFILE_PASSWORD)"
+            ) from None
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                f"kafka.ssl_certfile {kafka.ssl_certfile} / kafka.ssl_keyfile {kafka.ssl_keyfile}: cannot load the "
+                f"client certificate ({exc}); both must be PEM, the key must match the certificate and "
+                "kafka.ssl_keyfile_password must be the key's password"
+            ) from None
+    context.check_hostname = kafka.ssl_check_hostname
+    return context
+
+
+def client_security_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka client keyword arguments for `settings.kafka` (producer, consumer and admin take the same).
+
+    PLAINTEXT gives `{"security_protocol": "PLAINTEXT"}`; SASL adds the mechanism and credentials, TLS the
+    `ssl_context`. Raises ConfigError when the TLS files cannot be loaded.
+    """
+    k = settings.kafka
+    kwargs: dict[str, Any] = {"security_protocol": k.protocol}
+    if k.protocol in SASL_PROTOCOLS:
+        assert k.sasl_password is not None  # KafkaSettings refuses SASL without it
+        kwargs["sasl_mechanism"] = k.sasl_mechanism
+        kwargs["sasl_plain_username"] = k.sasl_username
+        kwargs["sasl_plain_password"] = k.sasl_password.get_secret_value()
+    if k.protocol in TLS_PROTOCOLS:
+        kwargs["ssl_context"] = kafka_ssl_context(k)
+    return kwargs
+
+
+async def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int, replicas: int = 1, **client_kwargs: Any
+) -> None:
+    """Create the topics that do not exist yet, with an explicit partition count.
+
+    `client_kwargs` go to the admin client: pass `client_security_kwargs(settings)` for SSL/SASL brokers.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

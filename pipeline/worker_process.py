@@ -37,9 +37,17 @@ class WorkerProcess:
                 cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
 
+    def _get(self, path: str, timeout: float):
+        """GET a page of the worker, with its access token when one is configured by env var."""
+        req = urllib.request.Request(f"{self.url}{path}")
+        token = self.env.get("SLMSTREAM_WEB__TOKEN")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        return urllib.request.urlopen(req, timeout=timeout)
+
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:
+            with self._get("/health", 1) as resp:
                 return resp.status == 200
         except OSError:
             return False
@@ -55,7 +63,7 @@ class WorkerProcess:
         raise WorkerError(f"worker not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=2) as resp:
+        with self._get("/metrics", 2) as resp:
             return resp.read().decode()
 
     def stop(self, timeout: float = 30.0) -> int | None:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.cli.common import settings_or_exit
-from pipeline.cli.topics import _produce, render
+from pipeline.cli.topics import _produce, render, security_kwargs_or_exit
 from pipeline.kafka_client import ensure_topics
 from pipeline.worker_process import WorkerError, WorkerProcess
 
@@ -49,7 +49,14 @@ def demo(
         env = {"SLMSTREAM_BROKER": status.url, "SLMSTREAM_APP_ID": "slmstream-demo", "SLMSTREAM_LOG_FORMAT": "json"}
         worker = WorkerProcess(env, run_dir / "worker.log", run_dir / "worker-data", web_port)
         with console.status("starting the worker (loading the model)"):
-            asyncio.run(ensure_topics(status.bootstrap, _topic_names(settings), settings.topics.partitions))
+            asyncio.run(
+                ensure_topics(
+                    status.bootstrap,
+                    _topic_names(settings),
+                    settings.topics.partitions,
+                    **security_kwargs_or_exit(settings),
+                )
+            )
             worker.start()
             worker.wait_ready(90)
         console.print(f"broker {status.url}, worker {worker.url}/metrics (log: {worker.log_file})")
@@ -82,6 +89,7 @@ async def _run(settings, bootstrap: str, valid: list[bytes], bad: list[bytes], r
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         fetch_max_wait_ms=20,
+        **security_kwargs_or_exit(settings),
     )
     await consumer.start()
     enriched: list[dict] = []
@@ -89,7 +97,14 @@ async def _run(settings, bootstrap: str, valid: list[bytes], bad: list[bytes], r
     recent: list[str] = []
     t0 = time.time()
     producing = asyncio.ensure_future(
-        _produce(_interleave(valid, bad), settings.topics.events, rate, bootstrap, settings.topics.partitions)
+        _produce(
+            _interleave(valid, bad),
+            settings.topics.events,
+            rate,
+            bootstrap,
+            settings.topics.partitions,
+            security_kwargs_or_exit(settings),
+        )
     )
     try:
         with Live(console=console, refresh_per_second=8, transient=False) as live:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -15,12 +15,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from pipeline.cli.common import settings_or_exit
-from pipeline.kafka_client import bootstrap_servers, ensure_topics
+from pipeline.cli.common import err, settings_or_exit
+from pipeline.config import ConfigError, Settings
+from pipeline.kafka_client import bootstrap_servers, client_security_kwargs, ensure_topics
 
 console = Console()
 
 BrokerOpt = Annotated[str | None, typer.Option(help="Broker URL [default: SLMSTREAM_BROKER or the config file].")]
+
+
+def security_kwargs_or_exit(settings: Settings) -> dict[str, Any]:
+    """aiokafka security kwargs from `settings.kafka` (SSL/SASL), or exit 2 with the reason."""
+    try:
+        return client_security_kwargs(settings)
+    except ConfigError as exc:
+        err.print(f"[red]slmstream:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
 
 
 def _key_of(line: bytes) -> bytes | None:
@@ -50,14 +60,23 @@ def produce(
             rate,
             bootstrap_servers(broker or settings.broker),
             settings.topics.partitions,
+            security_kwargs_or_exit(settings),
         )
     )
     console.print(f"sent {sent} messages to {topic or settings.topics.events}")
 
 
-async def _produce(lines: list[bytes], topic: str, rate: float, bootstrap: str, partitions: int) -> int:
-    await ensure_topics(bootstrap, [topic], partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+async def _produce(
+    lines: list[bytes],
+    topic: str,
+    rate: float,
+    bootstrap: str,
+    partitions: int,
+    client_kwargs: dict[str, Any] | None = None,
+) -> int:
+    client_kwargs = client_kwargs or {}
+    await ensure_topics(bootstrap, [topic], partitions, **client_kwargs)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all", **client_kwargs)
     await producer.start()
     start = time.perf_counter()
     try:
@@ -97,11 +116,24 @@ def tail(
     """Print records from a topic: readable by default, raw JSON lines with --json."""
     settings = settings_or_exit()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail(topic, n, follow, as_json, bootstrap_servers(broker or settings.broker)))
+        asyncio.run(
+            _tail(
+                topic,
+                n,
+                follow,
+                as_json,
+                bootstrap_servers(broker or settings.broker),
+                security_kwargs_or_exit(settings),
+            )
+        )
 
 
-async def _tail(topic: str, n: int, follow: bool, as_json: bool, bootstrap: str) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+async def _tail(
+    topic: str, n: int, follow: bool, as_json: bool, bootstrap: str, client_kwargs: dict[str, Any] | None = None
+) -> None:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, **(client_kwargs or {})
+    )
     await consumer.start()
     try:
         partitions = consumer.partitions_for_topic(topic) or set()

@@ -275,3 +275,83 @@ def test_settings_without_yaml_use_defaults(tmp_path: Path, monkeypatch: pytest.
     assert s.batching.budget_ms == 250.0
     assert s.topics.deferred == "events.deferred"
     assert s.web_is_loopback
+
+
+# ---- taxonomy size limits ----------------------------------------------------------------------------------
+def test_at_most_256_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = repo_doc()
+    doc["labels"] = {f"label_{i}": {"description": f"topic number {i}"} for i in range(256)}
+    write_config(tmp_path, monkeypatch, doc, "ok.yaml")
+    assert len(load_settings().labels) == 256
+
+    doc["labels"]["label_256"] = {"description": "one too many"}
+    write_config(tmp_path, monkeypatch, doc, "too-many.yaml")
+    msg = config_error()
+    assert "- labels:" in msg
+    assert "257 labels; at most 256 are allowed" in msg
+
+
+def test_label_description_at_most_1000_chars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = repo_doc()
+    doc["labels"]["billing"]["description"] = "x" * 1000
+    write_config(tmp_path, monkeypatch, doc, "ok.yaml")
+    assert len(load_settings().labels["billing"].description) == 1000
+
+    doc["labels"]["billing"]["description"] = "y" * 1001
+    write_config(tmp_path, monkeypatch, doc, "long.yaml")
+    msg = config_error()
+    line = next(ln for ln in msg.splitlines() if ln.strip().startswith("- labels.billing.description:"))
+    assert "at most 1000 characters" in line
+    assert "SLMSTREAM_LABELS__BILLING__DESCRIPTION" in line
+    assert "y" * 200 not in msg  # the shown value is cut short
+
+
+def test_at_most_64_examples_per_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = repo_doc()
+    doc["labels"]["billing"]["examples"] = [f"example {i}" for i in range(64)]
+    write_config(tmp_path, monkeypatch, doc, "ok.yaml")
+    assert len(load_settings().labels["billing"].examples) == 64
+
+    doc["labels"]["billing"]["examples"].append("example 64")
+    write_config(tmp_path, monkeypatch, doc, "many.yaml")
+    msg = config_error()
+    line = next(ln for ln in msg.splitlines() if ln.strip().startswith("- labels.billing.examples:"))
+    assert "at most 64 items" in line
+
+
+@pytest.mark.parametrize(("example", "expected"), [("z" * 1001, "at most 1000 characters"), ("", "at least 1")])
+def test_each_example_is_bounded_and_not_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, example: str, expected: str
+) -> None:
+    doc = repo_doc()
+    doc["labels"]["shipping"]["examples"][2] = example
+    write_config(tmp_path, monkeypatch, doc)
+    msg = config_error()
+    line = next(ln for ln in msg.splitlines() if ln.strip().startswith("- labels.shipping.examples.2:"))
+    assert expected in line
+
+
+# ---- sections ----------------------------------------------------------------------------------------------
+def test_section_rule_error_points_to_the_section(repo_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLMSTREAM_BATCHING__MAX_BATCH", "16")
+    monkeypatch.setenv("SLMSTREAM_BATCHING__QUEUE_LIMIT", "8")
+    line = next(ln for ln in config_error().splitlines() if ln.strip().startswith("- batching:"))
+    assert "[YAML section `batching` or env SLMSTREAM_BATCHING__<KEY>]" in line
+
+
+def test_kafka_and_web_sections_are_known_env_names(repo_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLMSTREAM_KAFKA__PROTOCOL", "PLAINTEXT")
+    monkeypatch.setenv("SLMSTREAM_WEB__PORT", "7000")
+    s = load_settings()
+    assert (s.kafka.protocol, s.web.port) == ("PLAINTEXT", 7000)
+    monkeypatch.setenv("SLMSTREAM_KAFKAA__PROTOCOL", "SSL")
+    msg = config_error()
+    assert "unknown setting SLMSTREAM_KAFKAA__PROTOCOL" in msg
+    assert "SLMSTREAM_KAFKA" in msg
+
+
+def test_repo_config_loads_with_security_defaults(repo_config: Path) -> None:
+    s = load_settings()
+    assert s.kafka.protocol == "PLAINTEXT"
+    assert s.web.host == "127.0.0.1"
+    assert s.web.token is None
