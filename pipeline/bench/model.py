@@ -6,10 +6,12 @@ Run it before the worker starts, so that nothing else competes for the cores.
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from pipeline.bench.procstat import machine_busy_s, proc_cpu_s
 from pipeline.bench.stats import best_rate
 from pipeline.config import Settings
 from pipeline.runtime import load_classifier
@@ -28,6 +30,9 @@ class BareResult:
     batch1_texts: int = 0
     batch1_repeats_s: list[float] = field(default_factory=list)
     batch1_texts_per_s: float = 0.0
+    # cores used during the batch_size repeats: by this process, and by everything else on the machine
+    cores: float = 0.0
+    other_processes_cores: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -66,9 +71,14 @@ def measure_bare_model(
         # Warm-up: onnxruntime's first runs are slow (allocations, kernel selection).
         _pass(classifier.classify, texts[: batch_size * 4], batch_size)
         _pass(classifier.classify, texts[:8], 1)
+        pid = os.getpid()
+        own0, all0, wall0 = proc_cpu_s(pid), machine_busy_s(), time.perf_counter()
         for r in range(repeats):
             progress(f"bare model, batch {batch_size}: repeat {r + 1}/{repeats}")
             result.repeats_s.append(_pass(classifier.classify, texts, batch_size))
+        own, wall = proc_cpu_s(pid) - own0, time.perf_counter() - wall0
+        result.cores = own / wall
+        result.other_processes_cores = max(machine_busy_s() - all0 - own, 0.0) / wall
         result.texts_per_s = best_rate(len(texts), result.repeats_s)
         b1 = list(texts[:batch1_texts])
         result.batch1_texts = len(b1)

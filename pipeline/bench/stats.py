@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 RATIO_TARGET = 0.8  # pipeline events/s >= 0.8 x bare-model texts/s
@@ -113,28 +113,50 @@ def verdicts(
     ]
 
 
-def histogram_delta(before: Mapping[str, float], after: Mapping[str, float], name: str) -> tuple[float, float]:
-    """(sum, count) added to the Prometheus histogram `name` between two scrapes (all label sets together)."""
+@dataclass(frozen=True, slots=True)
+class ResultTiming:
+    """The timing fields of one enriched record (ms): analysis.latency_ms and the event's `ts`."""
 
-    def total(samples: Mapping[str, float], suffix: str) -> float:
-        key = name + suffix
-        return sum(v for k, v in samples.items() if k == key or k.startswith(key + "{"))
-
-    return (
-        total(after, "_sum") - total(before, "_sum"),
-        total(after, "_count") - total(before, "_count"),
-    )
+    ts_ms: float
+    total_ms: float  # event time → result ready in the worker (before it is produced)
+    queue_ms: float  # arrival in the worker → its batch starts
+    model_ms: float  # the batch's model call
+    read_ms: float | None = None  # epoch ms when the bench read the result (None: unknown)
 
 
-def parse_prometheus(text: str) -> dict[str, float]:
-    """`name{labels} value` lines → {"name{labels}": value}; comments and malformed lines skipped."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            continue
-    return out
+def batch_breakdown(rows: Sequence[ResultTiming], wall_s: float) -> dict[str, float]:
+    """Batches rebuilt from the records: those of one batch share the model time and the moment it finished
+    (ts + total). Gives the batch count and size, how busy the model was, and its speed inside the worker."""
+    batches: dict[tuple[float, float], int] = {}
+    for r in rows:
+        key = (round(r.model_ms, 2), round(r.ts_ms + r.total_ms, 1))
+        batches[key] = batches.get(key, 0) + 1
+    model_s = sum(model_ms for model_ms, _ in batches) / 1000.0
+    n = len(rows)
+    # Model idle between consecutive batches: next (finish - model time) - previous finish. Under a backlog
+    # this is the worker's own time between model calls (results, sends, the next batch); else waiting too.
+    ends = sorted((done, model_ms) for model_ms, done in batches)
+    gaps = [max(done - model_ms - prev, 0.0) for (prev, _), (done, model_ms) in zip(ends, ends[1:], strict=False)]
+    return {
+        "idle_between_batches_ms": summarize(gaps),
+        "batches": len(batches),
+        "mean_batch": n / len(batches) if batches else 0.0,
+        "model_busy_s": model_s,
+        "model_busy_share": model_s / wall_s if wall_s > 0 else 0.0,
+        "texts_per_model_s": n / model_s if model_s > 0 else 0.0,
+        "mean_model_ms_per_batch": 1000.0 * model_s / len(batches) if batches else 0.0,
+    }
+
+
+def latency_parts(rows: Sequence[ResultTiming]) -> dict[str, dict[str, float]]:
+    """Where an event's time goes (ms): before the worker's batcher (producer, broker, Faust fetch, validation),
+    waiting for its batch, the model, and after (produce the result, broker, the reader's fetch)."""
+    parts: dict[str, list[float]] = {"to_worker": [], "queue": [], "model": [], "worker_total": [], "delivery": []}
+    for r in rows:
+        parts["to_worker"].append(r.total_ms - r.queue_ms - r.model_ms)
+        parts["queue"].append(r.queue_ms)
+        parts["model"].append(r.model_ms)
+        parts["worker_total"].append(r.total_ms)
+        if r.read_ms is not None:
+            parts["delivery"].append(r.read_ms - r.ts_ms - r.total_ms)
+    return {k: summarize(v) for k, v in parts.items() if v}
