@@ -102,6 +102,8 @@ class ModelSettings(_Section):
     cache_dir: Path = Path(".cache/models")
     threads: int = Field(2, ge=1, le=256)
     max_tokens: int = Field(128, ge=8, le=512)
+    # Texts sorted by length run in sub-batches of this size, each padded only to its own longest text.
+    sub_batch: int = Field(8, ge=1, le=4096)
     provider: Literal["auto", "cpu", "cuda"] = "auto"
 
 

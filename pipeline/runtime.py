@@ -28,7 +28,9 @@ WARMUP_TEXT = "warm-up text for the model, about as long as a short customer mes
 
 def load_classifier(settings: Settings, name: str) -> LabelClassifier:
     m = settings.model
-    encoder = load_encoder(m.cache_dir, name, threads=m.threads, max_tokens=m.max_tokens, provider=m.provider)
+    encoder = load_encoder(
+        m.cache_dir, name, threads=m.threads, max_tokens=m.max_tokens, provider=m.provider, sub_batch=m.sub_batch
+    )
     c = settings.classifier
     return LabelClassifier(encoder, settings.labels, min_confidence=c.min_confidence, temperature=c.temperature)
 

@@ -87,6 +87,7 @@ class BatchScheduler:
         if b.late_policy == "degrade" and fallback is None:
             raise ValueError("late_policy=degrade needs a fallback model")
         self.settings = settings
+        self.taxonomy = settings.taxonomy  # a hash of the labels: computed once, not per record
         self.policy = b.late_policy
         self.budget_s = b.budget_ms / 1000.0
         self.primary, self.fallback, self.sink = primary, fallback, sink
@@ -221,7 +222,7 @@ class BatchScheduler:
                 ev,
                 result,
                 worker.classifier.info,
-                self.settings.taxonomy,
+                self.taxonomy,
                 deadline_met=met,
                 degraded=degraded,
                 queue_ms=(start - ev.arrived) * 1000.0,
