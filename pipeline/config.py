@@ -208,7 +208,7 @@ class WebSettings(_Section):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
-    port: int = Field(6066, ge=0, le=65535)
+    port: int = Field(6066, ge=1, le=65535)
     # When set, every page requires `Authorization: Bearer <token>`.
     token: SecretStr | None = None
 
