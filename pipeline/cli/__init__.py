@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import bench, broker, demo, models, topics
+from pipeline.cli import bench, broker, demo, dlq, models, topics
 
 app = typer.Typer(
     help="slmstream: Kafka events classified by a small model. The worker itself: faust -A pipeline worker.",
@@ -17,6 +17,7 @@ app.command("produce")(topics.produce)
 app.command("tail")(topics.tail)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
+app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:
