@@ -267,12 +267,19 @@ class BatchScheduler:
 
     # ---- delivery -----------------------------------------------------------------------------------
     async def _send(self, out: Outgoing) -> Awaitable[Any]:
-        """Hand a record to the producer, retrying while the broker is unreachable: never drop it."""
+        """Hand a record to the producer, retrying while the broker is unreachable: never drop it.
+
+        An error the client marks not retriable (a record too large, no authorization) would fail forever:
+        it is raised, so the worker stops loudly instead of stalling while it looks healthy.
+        """
         delay = 0.1
         while True:
             try:
                 return await self.sink.send(out.topic, out.key, out.value, out.headers)
             except Exception as exc:
+                if getattr(exc, "retriable", True) is False or getattr(exc.__cause__, "retriable", True) is False:
+                    log.error("send_failed_not_retriable", topic=out.topic, error=repr(exc), size=len(out.value))
+                    raise
                 log.warning("send_failed", topic=out.topic, error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, SEND_RETRY_MAX_S)

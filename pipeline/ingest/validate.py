@@ -6,6 +6,7 @@ runs before any model work, and nothing here raises on input: hostile bytes come
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from schemas import Event, Origin
 MIN_EPOCH_MS = 100_000_000_000  # 1973: anything smaller is almost surely epoch *seconds*
 MAX_EPOCH_MS = 32_503_680_000_000  # year 3000
 MAX_SHORT_FIELD = 256
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +91,13 @@ def parse_ts(v: Any) -> int | Rejection:
     if isinstance(v, bool) or not isinstance(v, int | float | str):
         return Rejection("wrong_type", f"`ts` must be an RFC 3339 string or epoch milliseconds, got {_json_type(v)}")
     if isinstance(v, str):
-        try:
-            # RFC 3339 allows a lower-case "z"; fromisoformat (3.11) does not.
-            dt = datetime.fromisoformat(v[:-1] + "Z" if v.endswith("z") else v)
-        except ValueError:
+        # fromisoformat alone accepts ISO 8601 forms that RFC 3339 does not (week dates, "+02", "T20Z"...)
+        if not RFC3339.fullmatch(v):
             return Rejection("bad_timestamp", f"`ts` {v[:40]!r} is not RFC 3339 (e.g. 2026-11-27T20:52:34Z)")
-        if dt.tzinfo is None or ("T" not in v and "t" not in v and " " not in v):
-            return Rejection("bad_timestamp", f"`ts` {v[:40]!r} needs a date, a time and an offset (RFC 3339)")
+        try:
+            dt = datetime.fromisoformat(v.upper())  # RFC 3339 allows "t" and "z"; fromisoformat (3.11) does not
+        except ValueError:
+            return Rejection("bad_timestamp", f"`ts` {v[:40]!r} is not a valid date and time")
         return int(dt.timestamp() * 1000)
     if not MIN_EPOCH_MS <= v <= MAX_EPOCH_MS:
         hint = " (it looks like seconds)" if 1e8 < v < MIN_EPOCH_MS else ""

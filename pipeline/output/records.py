@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -61,21 +62,30 @@ def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode("ascii")
 
 
-def dlq_record(error_type: str, message: str, origin: Origin, value: bytes | None) -> bytes:
+# Largest original value a DLQ record carries whole. Base64 grows it by 4/3 and brokers refuse records of
+# about 1 MiB (Kafka's default, noida-db, Faust's producer): a bigger value is cut, and the record says so
+# and keeps its size and hash; the whole message stays in the source topic at `original.offset`.
+DLQ_MAX_VALUE_BYTES = 512 * 1024
+
+
+def dlq_record(
+    error_type: str, message: str, origin: Origin, value: bytes | None, *, max_value_bytes: int = DLQ_MAX_VALUE_BYTES
+) -> bytes:
+    original = {
+        "topic": origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
+        "key": _b64(origin.key[:max_value_bytes] if origin.key else origin.key),
+        "value_b64": _b64(value[:max_value_bytes] if value else value),
+        "headers": [[name, _b64(v)] for name, v in origin.headers],
+        "timestamp_ms": origin.timestamp_ms,
+    }
+    if value and len(value) > max_value_bytes:
+        original["value_truncated"] = True
+        original["value_bytes"] = len(value)
+        original["value_sha256"] = hashlib.sha256(value).hexdigest()
     return orjson.dumps(
-        {
-            "error": {"type": error_type, "message": message},
-            "original": {
-                "topic": origin.topic,
-                "partition": origin.partition,
-                "offset": origin.offset,
-                "key": _b64(origin.key),
-                "value_b64": _b64(value),
-                "headers": [[name, _b64(v)] for name, v in origin.headers],
-                "timestamp_ms": origin.timestamp_ms,
-            },
-            "failed_at": int(time.time() * 1000),
-        }
+        {"error": {"type": error_type, "message": message}, "original": original, "failed_at": int(time.time() * 1000)}
     )
 
 
