@@ -97,3 +97,26 @@ def package_dir(package: str) -> Path:
 
 def package_version(package: str) -> str:
     return importlib.metadata.version(package)
+
+
+def verified_hash(path: Path, manifest: dict) -> str:
+    """The content hash of `path/model.onnx`, after checking it against the manifest (ModelError if not)."""
+    model_file = path / "model.onnx"
+    content_hash = "sha256:" + file_sha256(model_file)[:16]
+    if manifest.get("sha256") and not content_hash.startswith("sha256:" + manifest["sha256"][:16]):
+        raise ModelError(
+            f"{model_file} does not match its manifest (corrupt?); rebuild with `slmstream models build --force`"
+        )
+    return content_hash
+
+
+def load_tokenizer(path: Path):
+    """`path/tokenizer.json` as a tokenizers.Tokenizer (ModelError if unreadable)."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path / "tokenizer.json"))
+    except Exception as exc:  # tokenizers raises a bare Exception for a bad file
+        raise ModelError(
+            f"cannot read {path / 'tokenizer.json'}: {exc}; rebuild with `slmstream models build --force`"
+        ) from exc

@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import structlog
-from tokenizers import Tokenizer
 
 from pipeline.model.base import ModelError
-from pipeline.model.catalog import file_sha256, model_dir, read_manifest
+from pipeline.model.catalog import load_tokenizer, model_dir, read_manifest, verified_hash
 
 log = structlog.get_logger(__name__)
 
@@ -40,18 +39,9 @@ class OnnxEncoder:
         self._output: str = manifest["output"]
         self._pooled: bool = manifest["pooled"]
         model_file = path / "model.onnx"
-        self.content_hash = "sha256:" + file_sha256(model_file)[:16]
-        if manifest.get("sha256") and not self.content_hash.startswith("sha256:" + manifest["sha256"][:16]):
-            raise ModelError(
-                f"{model_file} does not match its manifest (corrupt?); rebuild with `slmstream models build --force`"
-            )
+        self.content_hash = verified_hash(path, manifest)
 
-        try:
-            self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        except Exception as exc:  # tokenizers raises a bare Exception for a bad file
-            raise ModelError(
-                f"cannot read {path / 'tokenizer.json'}: {exc}; rebuild with `slmstream models build --force`"
-            ) from exc
+        self._tokenizer = load_tokenizer(path)
         self._tokenizer.enable_truncation(max_length=max_tokens)
         self._tokenizer.no_padding()  # we pad per sub-batch (see encode)
         self._pad_id = int(manifest.get("pad_id", 0))

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import structlog
-from tokenizers import Tokenizer
 
 from pipeline.model.base import ModelError
-from pipeline.model.catalog import file_sha256, model_dir, read_manifest
+from pipeline.model.catalog import load_tokenizer, model_dir, read_manifest, verified_hash
 from pipeline.model.onnx_encoder import choose_providers
 
 log = structlog.get_logger(__name__)
@@ -184,17 +183,8 @@ class OnnxGenerator:
         self.last_stats = GenerationStats()
 
         model_file = path / "model.onnx"
-        self.content_hash = "sha256:" + file_sha256(model_file)[:16]
-        if manifest.get("sha256") and not self.content_hash.startswith("sha256:" + manifest["sha256"][:16]):
-            raise ModelError(
-                f"{model_file} does not match its manifest (corrupt?); rebuild with `slmstream models build --force`"
-            )
-        try:
-            self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        except Exception as exc:  # tokenizers raises a bare Exception for a bad file
-            raise ModelError(
-                f"cannot read {path / 'tokenizer.json'}: {exc}; rebuild with `slmstream models build --force`"
-            ) from exc
+        self.content_hash = verified_hash(path, manifest)
+        self._tokenizer = load_tokenizer(path)
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         vocab = self._tokenizer.get_vocab_size()

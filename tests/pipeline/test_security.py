@@ -580,7 +580,7 @@ def test_loopback_hosts(host: str) -> None:
     assert is_loopback_host(host)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "10.0.0.5", "worker", "192.168.1.1"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "203.0.113.5", "worker", "198.51.100.1"])
 def test_non_loopback_web_host_without_token_is_refused(env, host: str) -> None:
     assert not is_loopback_host(host)
     msg = config_error(env, WEB__HOST=host)
