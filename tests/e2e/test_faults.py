@@ -1,0 +1,388 @@
+"""Reliability under faults, end to end on real brokers and worker processes: nothing is lost.
+
+* SIGKILL of a worker in the middle of a steady stream, several times (tansu, 2 workers): every event ends
+  up on `events.enriched` (or the DLQ); duplicates bounded by what was acked-but-uncommitted at each kill.
+* Graceful restarts (SIGTERM) while events flow: one worker (noida-db; tansu in the soak run): no loss and
+  no duplicates (README, Guarantees). Rolling restart of 2 workers (tansu): no loss; duplicates should be
+  zero but are not (ROLLING_BUG below): bounded in CI, `xfail(strict)` in the soak run. Rolling restart
+  on noida-db wedges the consumer group (broker bug): `xfail(strict)`, soak only.
+* Broker restart (noida-db, data on disk): the worker is left running, reconnects by itself, and every
+  event from before and after the restart gets enriched.
+
+Run: `pytest tests/e2e/test_faults.py -s` (figures are printed); `pytest -m soak -s` for the long runs.
+Add `--basetemp=DIR` to keep the worker logs of a failed run (pytest keeps only its last 3 temp dirs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.kafka_client import ensure_topics
+from tests.e2e.conftest import PARTITIONS, Topics, collect, free_port
+from tests.e2e.faults import (
+    COMMIT_INTERVAL_S,
+    MAX_BATCH,
+    OutputReader,
+    StreamProducer,
+    WorkerPool,
+    explain_duplicates,
+    group_offsets,
+    recheck_lost,
+    timeline,
+    wait_assigned,
+)
+
+pytestmark = pytest.mark.e2e
+
+FINAL = ("enriched", "dlq")
+
+# A bug found here. A graceful stop drains and commits ("Wait for streams..."), but every stop, start or
+# kill makes the *surviving* workers rebalance, and there faust-streaming 0.15.3 loses acks:
+# `Consumer.on_partitions_revoked` (faust/transport/consumer.py:654-661) drops `_acked` and
+# `_committed_offset` of the revoked partitions *before* `App._on_partitions_revoked` waits for in-flight
+# events and commits. An offset acked after the last periodic commit (every broker_commit_interval = 1 s),
+# on a partition with no event in flight at the revoke to carry the commit past it, is never committed;
+# the partition's next owner reads it again and enriches it a second time. Seen on tansu as a duplicate
+# whose first enriched record is 10-40 ms before the survivor's "Revoking previously assigned partitions";
+# instrumented (a scratch sitecustomize wrapping the consumer): "revoke: dropping acked={'p0': (249, 249)}"
+# 15 ms after the periodic commit of p0 up to 249; the revoke's own commit then covered only p2.
+# Roughly one duplicate every 3-6 survivor rebalances at 80/s on tansu (its 3 s join keeps the heartbeat
+# close behind the commit tick, which keeps the window small; elsewhere it can be up to 1 s of acks).
+ROLLING_BUG = (
+    "bug: a rebalance in a surviving worker forgets acked-but-uncommitted offsets (faust-streaming 0.15.3 "
+    "Consumer.on_partitions_revoked clears _acked/_committed_offset before App._on_partitions_revoked "
+    "commits): duplicates after graceful restarts, without any crash"
+)
+
+
+def _lost(reader: OutputReader, ids: list[str]) -> list[str]:
+    done = reader.done_ids()
+    return sorted(i for i in ids if i not in done)
+
+
+# ---- 1. SIGKILL mid-stream --------------------------------------------------------------------------------------
+def _kill_cycles(broker, topics: Topics, tmp_path: Path, *, kills: int, rate: float) -> None:
+    """Two workers in one group; `kills` times: SIGKILL the older one while events flow at `rate`/s,
+    start a fresh worker at once, wait until the group has settled again, let it run a moment.
+
+    Why two workers: on tansu a SIGKILLed member's partitions stay with the dead member until its session
+    expires (~11 s, brokers.md). With a second worker alive only half the partitions stall meanwhile."""
+    rng = random.Random(1234)
+    with WorkerPool(broker.url, topics, tmp_path) as pool, OutputReader(broker.bootstrap, topics) as reader:
+        live = [pool.spawn(), pool.spawn()]
+        for w in live:
+            w.wait_ready(90)
+        wait_assigned(live, topics.events, PARTITIONS, 60)
+
+        producer = StreamProducer(broker.bootstrap, topics.events, topics.uid, n=10**7, rate=rate).start()
+        t_start = time.time()
+        kill_times: list[float] = []
+        settle: list[float] = []
+        for _ in range(kills):
+            time.sleep(rng.uniform(1.0, 2.5))  # the settled group processes a while: kill mid-batch
+            victim = live.pop(0)
+            kill_times.append(time.time())
+            victim.kill()  # SIGKILL to the worker's process group
+            replacement = pool.spawn()  # same app id and topics: joins the same group
+            live.append(replacement)
+            replacement.wait_ready(90)
+            settle.append(wait_assigned(live, topics.events, PARTITIONS, 60) + (time.time() - kill_times[-1]))
+        time.sleep(1.5)
+        producer.halt()
+        producer.join(30)
+        ids = producer.ids()
+        t_end = time.time()
+
+        last = reader.wait_done(ids, timeout=max(60.0, len(ids) / 50.0))
+        lost = _lost(reader, ids)
+        assert not lost, (
+            f"{len(lost)}/{len(ids)} events lost after {kills} kills (kills at "
+            f"{', '.join(f'+{t - producer.started_at:.2f}s' for t in kill_times)}):\n"
+            + explain_duplicates(reader, producer, pool, lost)
+            + "\n"
+            + recheck_lost(broker.bootstrap, topics, lost, pool)
+        )
+        assert last is not None
+
+        # ---- duplicates, attributed to what caused them ----
+        # A duplicate is an event whose output record a worker had produced but whose input offset was not
+        # committed: the partition's next owner reads it again. Its cause time is when its first copy was
+        # produced (Kafka record timestamp): the first of two `deferred` records when the event was
+        # deferred twice, else the first enriched/DLQ record. Whichever comes first after that time is the
+        # cause: a kill (the killed worker's uncommitted work), or a partition revoke in a surviving worker
+        # (the rebalances that follow every kill and every start: ROLLING_BUG, same bug as below).
+        t0 = producer.started_at
+        revokes = sorted(
+            t0 + t
+            for t, what in timeline(pool, t0)
+            if "Revoking previously assigned partitions" in what and "set()" not in what
+        )
+        by_id = reader.by_id()
+        per_kill = [0] * kills
+        leads: list[list[float]] = [[] for _ in range(kills)]
+        per_revoke: dict[float, int] = {}
+        duplicates = 0
+        for i in ids:
+            outs = by_id[i]
+            finals = sorted(o.ts for o in outs if o.topic in FINAL)
+            if len(finals) < 2:
+                continue
+            extra = len(finals) - 1
+            duplicates += extra
+            deferred = sorted(o.ts for o in outs if o.topic == "deferred")
+            cause = deferred[0] if len(deferred) >= 2 else finals[0]
+            k = bisect.bisect_left(kill_times, cause)
+            r = bisect.bisect_left(revokes, cause)
+            next_kill = kill_times[k] if k < kills else float("inf")
+            next_revoke = revokes[r] if r < len(revokes) else float("inf")
+            if next_kill <= next_revoke and k < kills:
+                per_kill[k] += extra
+                leads[k].append(next_kill - cause)
+            else:
+                per_revoke[next_revoke] = per_revoke.get(next_revoke, 0) + extra
+
+        # Bound: Faust commits acked offsets every broker_commit_interval (1 s), so what can be replayed
+        # is what was acked-but-not-yet-committed -- the outputs of at most the last commit interval
+        # before the kill or revoke (+0.5 s for the commit round trip), counted from the record timestamps
+        # of all output topics (both workers: a loose upper bound) -- plus one full batch per partition
+        # whose output was on its way at that moment (max_batch * partitions).
+        window = COMMIT_INTERVAL_S + 0.5
+        stamps = sorted(r.ts for r in reader.snapshot())
+
+        def bound_at(t: float) -> tuple[int, int]:
+            in_flight = bisect.bisect_right(stamps, t) - bisect.bisect_left(stamps, t - window)
+            return MAX_BATCH * PARTITIONS + in_flight, in_flight
+
+        print(
+            f"\n[{broker.engine}] {kills} SIGKILLs, {len(ids)} events at {rate:.0f}/s over {t_end - t_start:.1f}s, "
+            f"all enriched {last - t_end:.1f}s after the load stopped; {duplicates} duplicates in all: "
+            f"{sum(per_kill)} from kills, {sum(per_revoke.values())} from {len(per_revoke)} of the "
+            f"{len(revokes)} survivor revokes"
+        )
+        for k, t_kill in enumerate(kill_times):
+            bound, in_flight = bound_at(t_kill)
+            lead = f", first copies {min(leads[k]):.2f}..{max(leads[k]):.2f}s before it" if leads[k] else ""
+            print(
+                f"  kill {k + 1}: {per_kill[k]} duplicates (bound {bound} = {MAX_BATCH}*{PARTITIONS} + "
+                f"{in_flight} outputs in the {window:.1f}s before the kill{lead}); group settled after {settle[k]:.1f}s"
+            )
+            assert per_kill[k] <= bound, f"kill {k + 1}: {per_kill[k]} duplicates > bound {bound}"
+        for t_rev, n in sorted(per_revoke.items()):
+            assert t_rev != float("inf"), f"{n} duplicates after the last kill and the last revoke"
+            bound, _ = bound_at(t_rev)
+            print(f"  revoke at +{t_rev - t0:.1f}s: {n} duplicates (bound {bound}; {ROLLING_BUG[:60]}...)")
+            assert n <= bound, f"{n} duplicates at the revoke at +{t_rev - t0:.1f}s > bound {bound}"
+
+
+@pytest.mark.parametrize("broker", ["tansu"], indirect=True)
+def test_sigkill_mid_stream_loses_nothing(broker, topics, tmp_path) -> None:
+    """CI: 3 SIGKILLs of a worker while events flow at 100/s."""
+    _kill_cycles(broker, topics, tmp_path, kills=3, rate=100)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("broker", ["tansu"], indirect=True)
+def test_sigkill_soak(broker, topics, tmp_path) -> None:
+    """Soak: 20 SIGKILLs while events flow at 120/s (about 5 minutes)."""
+    _kill_cycles(broker, topics, tmp_path, kills=20, rate=120)
+
+
+# ---- 2. graceful restarts ------------------------------------------------------------------------------------
+class Duplicates(AssertionError):
+    """Duplicates where the README promises none."""
+
+
+class GroupStuck(AssertionError):
+    """The consumer group never settled again."""
+
+
+def _graceful_restarts(
+    broker, topics: Topics, tmp_path: Path, *, workers: int, rate: float, rounds: int = 1, settle_s: float = 60
+) -> tuple[int, int]:
+    """`workers` workers in one group; while events flow, SIGTERM the oldest and start a fresh one in its
+    place, `workers * rounds` times (a rolling restart when workers=2). Asserts that nothing is lost;
+    raises `Duplicates` (with the evidence) when an event was enriched twice. Returns (events, stops)."""
+    with WorkerPool(broker.url, topics, tmp_path) as pool, OutputReader(broker.bootstrap, topics) as reader:
+        live = [pool.spawn() for _ in range(workers)]
+        for w in live:
+            w.wait_ready(90)
+        wait_assigned(live, topics.events, PARTITIONS, 60)
+
+        producer = StreamProducer(broker.bootstrap, topics.events, topics.uid, n=10**7, rate=rate).start()
+        t_start = time.time()
+        steps = []
+        for _ in range(workers * rounds):
+            time.sleep(2.0)
+            victim = live.pop(0)
+            t0 = time.monotonic()
+            code = victim.stop(30)  # SIGTERM; SIGKILL only after 30 s
+            stop_s = time.monotonic() - t0
+            assert stop_s < 30, f"graceful stop took {stop_s:.1f}s (SIGKILLed):\n{victim.log_tail()}"
+            live.append(pool.spawn())
+            try:
+                # The worker only reports ready once it has partitions (Faust starts app tasks then).
+                live[-1].wait_ready(settle_s)
+                wait_assigned(live, topics.events, PARTITIONS, settle_s)
+            except Exception as exc:
+                raise GroupStuck(f"{exc}\n{explain_duplicates(reader, producer, pool, [])}") from None
+            steps.append(f"{stop_s:.1f}s (exit {code})/{time.monotonic() - t0:.1f}s")
+        time.sleep(2.0)
+        producer.halt()
+        producer.join(30)
+        ids = producer.ids()
+        t_end = time.time()
+
+        last = reader.wait_done(ids, timeout=60)
+        lost = _lost(reader, ids)
+        assert not lost, (
+            f"{len(lost)}/{len(ids)} events lost:\n"
+            + explain_duplicates(reader, producer, pool, lost)
+            + "\n"
+            + recheck_lost(broker.bootstrap, topics, lost, pool)
+        )
+        counts = reader.final_counts()
+        dup_ids = sorted(i for i in ids if counts[i] > 1)
+        duplicates = sum(counts[i] - 1 for i in ids)
+        print(
+            f"\n[{broker.engine}] {workers} worker(s), {len(steps)} graceful restarts: {len(ids)} events at "
+            f"{rate:.0f}/s over {t_end - t_start:.1f}s, {duplicates} duplicates; all enriched "
+            f"{last - t_end:.1f}s after the load stopped; stop/settled after SIGTERM: {', '.join(steps)}"
+        )
+        if duplicates:
+            raise Duplicates(
+                f"{duplicates} duplicates after graceful restarts:\n"
+                + explain_duplicates(reader, producer, pool, dup_ids)
+            )
+        return len(ids), len(steps)
+
+
+# noida in CI (the rolling restart below covers graceful stops on tansu); tansu with the soak runs.
+@pytest.mark.parametrize("broker", [pytest.param("tansu", marks=pytest.mark.soak), "noida"], indirect=True)
+def test_graceful_restart_no_duplicates(broker, topics, tmp_path) -> None:
+    """One worker; while events flow: SIGTERM it, start a fresh one. Faust's stop waits for every event
+    in flight to be acked ("Wait for streams...") and commits: no loss, no duplicates."""
+    _graceful_restarts(broker, topics, tmp_path, workers=1, rate=50)
+
+
+@pytest.mark.parametrize("broker", ["tansu"], indirect=True)
+def test_rolling_restart_loses_nothing(broker, topics, tmp_path) -> None:
+    """CI: rolling restart of 2 workers at 80/s. No loss. Duplicates should be zero (README) but are not
+    always (ROLLING_BUG, rare here: asserted by the soak variant); here they must stay within what the
+    survivors had acked but not committed: at most 1 s of input per rebalance (two per restart)."""
+    try:
+        _graceful_restarts(broker, topics, tmp_path, workers=2, rate=80)
+    except Duplicates as exc:
+        n = int(str(exc).split()[0])
+        bound = int(80 * COMMIT_INTERVAL_S * 2 * 2)
+        print(f"  {n} duplicates ({ROLLING_BUG}); bound {bound}\n{exc}")
+        assert n <= bound, str(exc)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(900)
+@pytest.mark.xfail(strict=True, raises=Duplicates, reason=ROLLING_BUG)
+@pytest.mark.parametrize("broker", ["tansu"], indirect=True)
+def test_rolling_restart_no_duplicates_soak(broker, topics, tmp_path) -> None:
+    """Soak: 10 rolling restarts of 2 workers (20 graceful stops, ~40 survivor rebalances) at 80/s:
+    README says no duplicates; the bug above makes at least one all but certain."""
+    _graceful_restarts(broker, topics, tmp_path, workers=2, rate=80, rounds=10)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)
+@pytest.mark.xfail(
+    strict=True,
+    raises=GroupStuck,
+    reason="noida-db: a member joins while the other one commits; noida-db answers that OffsetCommit with "
+    "IllegalGeneration, aiokafka rejoins under a new member id, and noida-db keeps the old member id (which "
+    "never heartbeats again) as group leader: every JoinGroup round ends with both live members followers "
+    "and no SyncGroup assignment, forever (until the broker restarts). Not our code: production runs Kafka.",
+)
+@pytest.mark.parametrize("broker", ["noida"], indirect=True)
+def test_rolling_restart_noida(broker, topics, tmp_path) -> None:
+    _graceful_restarts(broker, topics, tmp_path, workers=2, rate=40, settle_s=40)
+
+
+# ---- 3. broker restart (noida-db, on disk) ----------------------------------------------------------------------
+@pytest.fixture
+def noida_broker(tmp_path: Path):
+    """A noida-db broker of this test's own (own port, state and data dir), which the test may restart."""
+    b = EmbeddedBroker("noida", port=free_port(), data_dir=tmp_path / "noida-data", state_dir=tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """Worker running; a burst of events; graceful broker stop (noida-db saves its data) while the worker
+    is still working through the burst; broker started again on the same port and data dir; more events.
+    The worker is not touched: it reconnects by itself and every event from before and after is enriched."""
+    status = noida_broker.status()
+    topics = Topics()
+    asyncio.run(ensure_topics(status.bootstrap, topics.all, PARTITIONS))
+    with WorkerPool(status.url, topics, tmp_path) as pool, OutputReader(status.bootstrap, topics) as reader:
+        worker = pool.start()
+        wait_assigned([worker], topics.events, PARTITIONS, 60)
+
+        # A burst well above capacity: when the producer has its acks, the worker still has a backlog,
+        # results on their way and offsets to commit.
+        before = StreamProducer(status.bootstrap, topics.events, f"{topics.uid}-a", n=1500, rate=3000).start()
+        before.join(30)
+        time.sleep(1.2)  # at least one periodic commit (every 1 s) of part of the burst
+        done_before_stop = len(reader.done_ids() & set(before.ids()))
+        group = topics.env()["SLMSTREAM_APP_ID"]
+        offsets_before = group_offsets(status.bootstrap, group)
+
+        t_stop = time.time()
+        noida_broker.stop(timeout=20)  # SIGTERM: noida-db writes its data on a clean exit
+        stop_s = time.time() - t_stop
+        assert stop_s < 20, f"noida-db needed SIGKILL after {stop_s:.1f}s: its data may be lost"
+        time.sleep(3.0)  # the worker finds the broker gone (fetch, produce and commit fail meanwhile)
+        assert worker.proc is not None and worker.proc.poll() is None, f"worker died:\n{worker.log_tail()}"
+        noida_broker.start()
+        t_up = time.time()
+        offsets_after = group_offsets(status.bootstrap, group)
+
+        after = StreamProducer(status.bootstrap, topics.events, f"{topics.uid}-b", n=300, rate=100).start()
+        after.join(60)
+        ids = before.ids() + after.ids()
+        last = reader.wait_done(ids, timeout=120)
+        assert worker.proc.poll() is None, f"worker died:\n{worker.log_tail()}"
+        lost = _lost(reader, ids)
+        assert not lost, f"{len(lost)}/{len(ids)} events lost, e.g. {lost[:5]}\n{worker.log_tail(40)}"
+
+        # Reconnected: the first output record the worker produced after the broker came back.
+        first_after = min((r.ts for r in reader.snapshot() if r.ts >= t_up), default=None)
+        assert first_after is not None
+        first_b = min(r.ts for r in reader.snapshot() if r.id in set(after.ids()) and r.topic in FINAL)
+        counts = reader.final_counts()
+        duplicates = sum(counts[i] - 1 for i in ids)
+        # Duplicates are allowed here (at-least-once): what the worker had output but not committed when
+        # the broker went away is read again -- the outputs of the last commit interval (+0.5 s) before the
+        # stop, everything it output while the broker was away (those commits fail; records created then
+        # are delivered after the restart), plus a batch per partition.
+        stamps = [r.ts for r in reader.snapshot()]
+        window = COMMIT_INTERVAL_S + 0.5
+        bound = MAX_BATCH * PARTITIONS + sum(t_stop - window <= t <= t_up for t in stamps)
+        print(
+            f"\n[noida] broker restart: {done_before_stop}/{len(before.ids())} of the burst done when the broker "
+            f"stopped (stop took {stop_s:.1f}s, down {t_up - t_stop:.1f}s); the worker produced again "
+            f"{first_after - t_up:.1f}s after the broker was back, the first new event was enriched "
+            f"{first_b - t_up:.1f}s after; all {len(ids)} enriched {last - t_up:.1f}s after the restart; "
+            f"{duplicates} duplicates (bound {bound}); the test's reader got {reader.reread} records again at "
+            f"offsets it had read (position reset)\n  committed before the stop {offsets_before}\n"
+            f"  committed after the restart {offsets_after}"
+        )
+        assert duplicates <= bound
+
+    # Everything is on the restarted broker's disk, read again from the start.
+    got = asyncio.run(collect(status.bootstrap, [topics.enriched], {topics.enriched: len(ids)}, 60, grace=1))
+    assert {d["id"] for d in got[topics.enriched]} >= set(ids)
