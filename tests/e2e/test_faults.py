@@ -3,9 +3,9 @@
 * SIGKILL of a worker in the middle of a steady stream, several times (tansu, 2 workers): every event ends
   up on `events.enriched` (or the DLQ); duplicates bounded by what was acked-but-uncommitted at each kill.
 * Graceful restarts (SIGTERM) while events flow: one worker (noida-db; tansu in the soak run): no loss and
-  no duplicates (README, Guarantees). Rolling restart of 2 workers (tansu): no loss; duplicates should be
-  zero but are not (ROLLING_BUG below): bounded in CI, `xfail(strict)` in the soak run. Rolling restart
-  on noida-db wedges the consumer group (broker bug): `xfail(strict)`, soak only.
+  no duplicates (README, Guarantees). Rolling restart of 2 workers (tansu): no loss; duplicates bounded in
+  CI, zero asserted in the soak run (20 graceful restarts: 0 since the commit-before-revoke fix; 131 before).
+  Rolling restart on noida-db wedges the consumer group (broker bug): `xfail(strict)`, soak only.
 * Broker restart (noida-db, data on disk): the worker is left running, reconnects by itself, and every
   event from before and after the restart gets enriched.
 
@@ -55,11 +55,10 @@ FINAL = ("enriched", "dlq")
 # 15 ms after the periodic commit of p0 up to 249; the revoke's own commit then covered only p2.
 # Roughly one duplicate every 3-6 survivor rebalances at 80/s on tansu (its 3 s join keeps the heartbeat
 # close behind the commit tick, which keeps the window small; elsewhere it can be up to 1 s of acks).
-ROLLING_BUG = (
-    "bug: a rebalance in a surviving worker forgets acked-but-uncommitted offsets (faust-streaming 0.15.3 "
-    "Consumer.on_partitions_revoked clears _acked/_committed_offset before App._on_partitions_revoked "
-    "commits): duplicates after graceful restarts, without any crash"
-)
+# Was a bug (faust-streaming 0.15.3 Consumer.on_partitions_revoked clears _acked/_committed_offset before
+# App._on_partitions_revoked commits: duplicates after graceful restarts, without any crash). Fixed by the
+# commit-before-revoke in pipeline/kafka_transport.py; the soak test asserts zero duplicates again.
+ROLLING_BUG = "rebalance replayed acked-but-uncommitted events (see pipeline/kafka_transport.py)"
 
 
 def _lost(reader: OutputReader, ids: list[str]) -> list[str]:
@@ -288,7 +287,6 @@ def test_rolling_restart_loses_nothing(broker, topics, tmp_path) -> None:
 
 @pytest.mark.soak
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, raises=Duplicates, reason=ROLLING_BUG)
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)
 def test_rolling_restart_no_duplicates_soak(broker, topics, tmp_path) -> None:
     """Soak: 10 rolling restarts of 2 workers (20 graceful stops, ~40 survivor rebalances) at 80/s:
