@@ -520,6 +520,15 @@ def group_offsets(bootstrap: str, group: str) -> dict[str, int]:
     return asyncio.run(get())
 
 
+def reread_final_ids(bootstrap: str, topics: Topics) -> set[str]:
+    """Ids on the enriched and DLQ topics, read again from the start with a fresh consumer: the broker's log
+    as it is now, independent of what a live reader saw (or skipped after a broker restart moved its offsets)."""
+    from tests.e2e.conftest import collect
+
+    got = asyncio.run(collect(bootstrap, [topics.enriched, topics.dlq], {}, timeout=15, grace=5))
+    return {d.get("id") for docs in got.values() for d in docs if isinstance(d, dict)}
+
+
 def recheck_lost(bootstrap: str, topics: Topics, lost: list[str], pool: WorkerPool) -> str:
     """A second opinion on ids the live reader did not see: read all output topics again from the start
     with a fresh consumer, and ask the live workers for their consumer lag and queue depth."""
