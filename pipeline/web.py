@@ -4,7 +4,8 @@ Access: the server binds 127.0.0.1 unless `web.host` says otherwise, and anywher
 required (config.py refuses to start without it). When a token is set, every request — our pages, Faust's
 own (/router, /table, ...) and any page added later — must carry `Authorization: Bearer <token>`: one
 aiohttp middleware (`bearer_auth_middleware`, installed by faust_app.create_app) checks it before any view
-runs, so a new page cannot forget to.
+runs, so a new page cannot forget to. The one exception is PUBLIC_PAGES: the dashboard's HTML, the same
+static bytes for everyone and no data; the page itself sends the token on /api/live (pipeline/dashboard).
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 
 from pipeline import metrics
+from pipeline.dashboard.page import dashboard_headers, dashboard_html, live_json
 
 Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
+
+# Paths served without the token: static bytes, no data. A browser cannot add a header to a page it navigates
+# to, so /dashboard must load without one; it takes the token from `#token=`/`?token=` for its API calls.
+PUBLIC_PAGES = frozenset({"/dashboard"})
 
 
 def bearer_token_ok(authorization: str | None, token: str) -> bool:
@@ -39,6 +45,8 @@ def bearer_auth_middleware(token: SecretStr) -> Callable[[aioweb.Request, Handle
 
     @aioweb.middleware
     async def require_bearer_token(request: aioweb.Request, handler: Handler) -> aioweb.StreamResponse:
+        if request.method in ("GET", "HEAD") and request.path in PUBLIC_PAGES:
+            return await handler(request)
         if not bearer_token_ok(request.headers.get("Authorization"), expected):
             return aioweb.json_response(
                 {"error": "unauthorized", "detail": "send 'Authorization: Bearer <web.token>'"},
@@ -63,3 +71,13 @@ def register_pages(app: faust.App, is_ready: Callable[[], bool]) -> None:
             # As a header: aiohttp refuses a `content_type` argument with a charset, and prometheus_client's
             # CONTENT_TYPE_LATEST has one ("text/plain; version=1.0.0; charset=utf-8").
             return self.bytes(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/dashboard")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            return self.html(dashboard_html(), headers=dashboard_headers())
+
+    @app.page("/api/live")
+    class LiveApi(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(live_json(), content_type="application/json", headers={"Cache-Control": "no-store"})

@@ -29,6 +29,7 @@ from pipeline import metrics
 from pipeline.batching.batcher import DeadlineBatcher, Pending
 from pipeline.batching.service_time import ServiceTime
 from pipeline.config import Settings
+from pipeline.dashboard.live import LIVE
 from pipeline.model.worker import ModelWorker
 from pipeline.output.records import Classification, deferred_headers, dlq_record, enriched_record
 from schemas import Event, Origin
@@ -54,6 +55,7 @@ class Outgoing:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes | None]] | None = None
+    label: str | None = None  # an enriched record's label, for the live dashboard once the broker has it
 
 
 # (event or None for a rejected message, its ack, the record, the broker's future for it)
@@ -229,7 +231,7 @@ class BatchScheduler:
                 model_ms=model_s * 1000.0,
                 total_ms=(done - ev.ts_ms / 1000.0) * 1000.0,
             )
-            out = Outgoing(topic, ev.id.encode(), record)
+            out = Outgoing(topic, ev.id.encode(), record, label=result.label)
             sends.append((ev, p.item.ack, out, await self._send(out)))
         if misses:
             metrics.DEADLINE_MISSES.labels(self.policy).inc(misses)
@@ -303,6 +305,9 @@ class BatchScheduler:
             await _call(ack)
             metrics.EVENTS_OUT.labels(outcome).inc()
             if outcome == "enriched" and event is not None:
-                metrics.END_TO_END.observe(max(self.clock() - event.ts_ms / 1000.0, 0.0))
+                now = self.clock()
+                total_s = max(now - event.ts_ms / 1000.0, 0.0)
+                metrics.END_TO_END.observe(total_s)
+                LIVE.observe_enriched(out.label or "unknown", total_s * 1000.0, now)
             self._hold(-1)
             (self._deferred_room if event is not None and event.deferred else self._room).release()

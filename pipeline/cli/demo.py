@@ -60,6 +60,7 @@ def demo(
             worker.start()
             worker.wait_ready(90)
         console.print(f"broker {status.url}, worker {worker.url}/metrics (log: {worker.log_file})")
+        console.print(f"live dashboard while the demo runs: [bold]{worker.url}/dashboard[/]")
         valid = [ln for ln in events.read_bytes().splitlines() if ln.strip()]
         bad = [ln for ln in malformed.read_bytes().splitlines() if ln.strip()]
         asyncio.run(_run(settings, status.bootstrap, valid, bad, rate, timeout))

@@ -547,3 +547,28 @@ async def test_drain_waits_for_every_delivery() -> None:
         sink.ack_all()
         await asyncio.wait_for(drain, WAIT_S)
         assert ack.calls == 1
+
+
+# ---- the live dashboard's feed -----------------------------------------------------------------------------
+async def test_live_dashboard_sees_each_enriched_event_once_the_broker_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.batching import scheduler as scheduler_module
+    from pipeline.dashboard.live import LiveState
+
+    live = LiveState()
+    monkeypatch.setattr(scheduler_module, "LIVE", live)
+    settings = make_settings(late_policy="defer")
+    sched, primary, sink, clock = build(settings)
+    on_time, _ = make_work(clock, "a charge", id="e1", age_s=0.030)
+    late, _ = make_work(clock, "a package", id="e2", age_s=5.0, offset=43)  # deferred: not enriched here
+    async with running(sched) as task:
+        await sched.submit(on_time)
+        await sched.submit(late)
+        await eventually(lambda: len(sink.sent) == 2, task)
+        assert live.events_total == 0  # not before the broker acknowledged the record
+        sink.ack_all()
+        await eventually(lambda: live.events_total == 1, task)
+        await settle()
+    snap = live.snapshot(clock.now + 1)
+    assert snap["events_total"] == 1
+    assert snap["labels"] == ["billing"]
+    assert snap["latency_ms"]["p50"] == pytest.approx(30, rel=0.02)
