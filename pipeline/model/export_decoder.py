@@ -16,9 +16,12 @@ so left padding is exact and a padded query row never produces NaN (masked score
 not -inf). Attention runs through `_grouped_attention` (no repeated KV heads: 3x faster decode at batch 8).
 
 Only `smollm2_source`, `CHATML` and `build_smollm2` are SmolLM-specific: `export_decoder`, `quantize_decoder`
-and `check_against_torch` serve any Llama/Mistral/Qwen/Phi-3-style decoder (full attention, transformers
-`Cache`). Not yet: sliding-window layers (Gemma 2/3, Mistral's window) need their window in the mask, and
-attention soft-capping (Gemma 2) is not applied by `_grouped_attention`.
+and `check_against_torch` serve the families in decoder_families.py (Llama-style, Phi-3, Gemma 1/2/3; a user's
+checkpoint goes through import_decoder.py). Sliding windows (Phi-3's, Gemma 2/3's alternating layers) are in
+the masks the wrapper builds (one per layer type), exact at any length; `_grouped_attention` applies Gemma 2's
+attention soft-capping; longrope / dynamic rope is pinned to its original-context frequencies (exact up to
+`original_max_position_embeddings`, the manifest's context_length). Graphs over 1.5 GiB of weights keep them in
+`model.onnx.data` next to `model.onnx`.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def load_gguf(folder: Path, gguf_file: str):
     return model, tokenizer, meta
 
 
-def _grouped_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+def _grouped_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, softcap=None, **kwargs):
     """Attention for grouped KV heads without materialising repeated keys and values.
 
     transformers' eager/sdpa paths export `repeat_kv` (Expand + Reshape: a copy of the whole cache, times
@@ -114,6 +117,8 @@ def _grouped_attention(module, query, key, value, attention_mask, scaling, dropo
     group = heads // kv_heads
     q = query.reshape(b, kv_heads, group * s, d)
     scores = torch.matmul(q, key.transpose(2, 3)) * scaling  # [b, kv_heads, group * s, total]
+    if softcap is not None:  # Gemma 2: attention logits soft-capped before the mask
+        scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:  # [b, 1, s, total], the same for every head
         total = scores.shape[-1]
         scores = (scores.view(b, kv_heads, group, s, total) + attention_mask[:, :, None]).view(
@@ -126,6 +131,10 @@ def _grouped_attention(module, query, key, value, attention_mask, scaling, dropo
 
 def _decoder_wrapper(model):
     import torch
+
+    from pipeline.model.decoder_families import sliding_windows
+
+    windows = sliding_windows(model.config)  # {"": window} (one mask) or {layer_type: window}
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
     class _Layer(DynamicLayer):
@@ -155,9 +164,17 @@ def _decoder_wrapper(model):
             q_index = torch.arange(seq, device=input_ids.device) + (total - seq)
             kv_index = torch.arange(total, device=input_ids.device)
             causal = kv_index[None, :] <= q_index[:, None]  # [seq, total]
-            allowed = causal[None, None, :, :] & attention_mask.bool()[:, None, None, :]
-            mask = torch.zeros(allowed.shape, dtype=torch.float32)
-            mask = mask.masked_fill(~allowed, torch.finfo(torch.float32).min)
+            real = attention_mask.bool()[:, None, None, :]
+            masks = {}
+            for layer_type, window in windows.items():
+                allowed = causal
+                if window is not None:  # as transformers' sliding_window_overlay: kv > q - window
+                    allowed = allowed & (kv_index[None, :] > q_index[:, None] - window)
+                allowed = allowed[None, None, :, :] & real
+                masks[layer_type] = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill(
+                    ~allowed, torch.finfo(torch.float32).min
+                )
+            mask = masks.get("", masks)  # a dict: one mask per layer type (Gemma 2/3)
             out = self.lm(
                 input_ids=input_ids,
                 attention_mask=mask,
@@ -180,8 +197,27 @@ def io_names(n_layers: int) -> tuple[list[str], list[str]]:
     return ["input_ids", "attention_mask", "position_ids", *past], ["logits", *present]
 
 
+# A protobuf file holds at most 2 GiB: larger graphs keep their weights in `<file>.data` next to it
+# (Phi-3-mini, Gemma 2 2B). Below this size everything stays in one file.
+EXTERNAL_DATA_BYTES = 1536 * 2**20
+
+
+def save_onnx(model, out: Path) -> None:
+    """Save a ModelProto to `out`, its weights in `out.data` when they would not fit one protobuf file."""
+    import onnx
+
+    weights = sum(len(t.raw_data) + 4 * len(t.float_data) for t in model.graph.initializer)
+    if weights > EXTERNAL_DATA_BYTES:
+        onnx.save(
+            model, str(out), save_as_external_data=True, all_tensors_to_one_file=True, location=f"{out.name}.data"
+        )
+    else:
+        onnx.save(model, str(out))
+
+
 def export_decoder(model, out: Path) -> None:
-    """Export `model` (a transformers causal LM, fp32) to `out` as the KV-cache decoder graph above."""
+    """Export `model` (a transformers causal LM, fp32) to `out` as the KV-cache decoder graph above (weights in
+    `out.data` when the model is over EXTERNAL_DATA_BYTES)."""
     import torch
 
     cfg = model.config
@@ -197,6 +233,7 @@ def export_decoder(model, out: Path) -> None:
     AttentionInterface.register("slmstream_grouped", _grouped_attention)
     previous = model.config._attn_implementation
     model.set_attn_implementation("slmstream_grouped")
+    _pin_rope_frequencies(model)
     wrapper = _decoder_wrapper(model)
     batch, seq, past_len = 2, 3, 5  # sizes >= 2 so torch.export does not specialise them
     example = (
@@ -223,10 +260,27 @@ def export_decoder(model, out: Path) -> None:
                 output_names=outputs,
                 dynamic_shapes=dynamic_shapes,
                 dynamo=True,
-                external_data=False,
+                external_data=sum(p.numel() * 4 for p in model.parameters()) > EXTERNAL_DATA_BYTES,
             )
     finally:
         model.set_attn_implementation(previous)
+
+
+def _pin_rope_frequencies(model) -> None:
+    """Longrope (Phi-3 128k, Phi-3.5) and dynamic rope switch frequencies on max(position_ids), a data-dependent
+    branch torch.export cannot trace. Pin the frequencies of the original context (what transformers uses up to
+    `original_max_position_embeddings`); decoder_families.context_length caps the manifest's context to it."""
+    for module in model.modules():
+        rope_type = getattr(module, "rope_type", None)
+        if isinstance(rope_type, str) and (rope_type == "longrope" or "dynamic" in rope_type):
+            module.inv_freq = module.original_inv_freq.clone()
+            module.rope_type = "default"
+        elif isinstance(rope_type, dict):  # one per layer type (Gemma 3)
+            for layer_type, kind in rope_type.items():
+                if kind == "longrope" or "dynamic" in kind:
+                    original = getattr(module, f"{layer_type}_original_inv_freq").clone()
+                    module.register_buffer(f"{layer_type}_inv_freq", original, persistent=False)
+                    rope_type[layer_type] = "default"
 
 
 def quantize_decoder(fp32: Path, out: Path, *, block_size: int = 32) -> None:
@@ -256,7 +310,7 @@ def quantize_decoder(fp32: Path, out: Path, *, block_size: int = 32) -> None:
     quantizer.process()
     model = quantizer.model.model
     _quantize_embeddings(model)
-    onnx.save(model, str(out))
+    save_onnx(model, out)
 
 
 def _quantize_embeddings(model) -> None:
@@ -296,8 +350,7 @@ def _quantize_embeddings(model) -> None:
 
 
 def _past_feeds(shape: DecoderShape, batch: int) -> dict[str, np.ndarray]:
-    empty = np.zeros((batch, shape.kv_heads, 0, shape.head_dim), dtype=np.float32)
-    return {f"past.{i}.{kv}": empty for i in range(shape.n_layers) for kv in ("key", "value")}
+    return shape.empty_past(batch)
 
 
 def prefill_logits(session, shape: DecoderShape, prompts: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
@@ -310,12 +363,12 @@ def prefill_logits(session, shape: DecoderShape, prompts: Sequence[Sequence[int]
         mask[row, width - len(ids) :] = 1
     feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": np.maximum(np.cumsum(mask, 1) - 1, 0)}
     feeds.update(_past_feeds(shape, len(prompts)))
-    return session.run(["logits"], feeds)[0]
+    return shape.run(session, feeds)[0]
 
 
 def forced_logits(session, shape: DecoderShape, prompt: Sequence[int], target: Sequence[int]) -> np.ndarray:
     """Teacher forcing: the logits [len(target), vocab] before each token of `target`, fed after `prompt`."""
-    names = [f"past.{i}.{kv}" for i in range(shape.n_layers) for kv in ("key", "value")]
+    names = shape.past_names()
     n = len(prompt)
     feeds = {
         "input_ids": np.asarray([prompt], dtype=np.int64),
@@ -325,7 +378,7 @@ def forced_logits(session, shape: DecoderShape, prompt: Sequence[int], target: S
     feeds.update(_past_feeds(shape, 1))
     out = []
     for step, token in enumerate(target):
-        logits, *presents = session.run(None, feeds)
+        logits, presents = shape.run(session, feeds)
         out.append(logits[0])
         feeds = {
             "input_ids": np.asarray([[token]], dtype=np.int64),
@@ -347,8 +400,11 @@ def forced_agreement(session, shape: DecoderShape, prompt: Sequence[int], target
     return float((best[:, :1] == target_col).mean()), float((best == target_col).any(axis=1).mean())
 
 
-def torch_greedy(model, prompt_ids: Sequence[int], new_tokens: int, eos_id: int) -> tuple[list[int], np.ndarray]:
-    """Greedy tokens from the torch model (one prompt), and the logits of its first step."""
+def torch_greedy(
+    model, prompt_ids: Sequence[int], new_tokens: int, eos_id: int | Sequence[int]
+) -> tuple[list[int], np.ndarray]:
+    """Greedy tokens from the torch model (one prompt), and the logits of its first step. `eos_id`: the stop
+    token id(s); generation ends after the first one (it is included)."""
     import torch
 
     ids = torch.tensor([list(prompt_ids)])
@@ -358,8 +414,8 @@ def torch_greedy(model, prompt_ids: Sequence[int], new_tokens: int, eos_id: int)
             attention_mask=torch.ones_like(ids),
             max_new_tokens=new_tokens,
             do_sample=False,
-            eos_token_id=eos_id,
-            pad_token_id=eos_id,
+            eos_token_id=list(eos_id) if isinstance(eos_id, Sequence) else eos_id,
+            pad_token_id=eos_id[0] if isinstance(eos_id, Sequence) else eos_id,
             output_logits=True,
             return_dict_in_generate=True,
         )
@@ -384,7 +440,7 @@ def rename_dims(path: Path, n_layers: int) -> None:
     """Readable symbolic dims on the graph's inputs and outputs (torch.export names them s10, s53, ...)."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # the graph only: weights stay where they are
     names = {
         "input_ids": ["batch", "seq"],
         "attention_mask": ["batch", "total"],

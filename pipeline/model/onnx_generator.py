@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import orjson
 import structlog
 
 from pipeline.model.base import ModelError
-from pipeline.model.catalog import load_tokenizer, model_dir, read_manifest, verified_hash
+from pipeline.model.catalog import CATALOG, file_sha256, load_tokenizer, model_dir, read_manifest
 from pipeline.model.onnx_encoder import choose_providers
 
 log = structlog.get_logger(__name__)
@@ -56,9 +57,56 @@ class GenerationStats:
 
 @dataclass(frozen=True)
 class DecoderShape:
+    """The decoder graph's cache shape and I/O names. The defaults are the graph export_decoder.py writes;
+    a ready export (optimum, onnxruntime-genai) differs in names, position ids, KV dtype or padding."""
+
     n_layers: int
     kv_heads: int
     head_dim: int
+    past: str = "past.{i}.{kv}"
+    present: str = "present.{i}.{kv}"
+    position_ids: bool = True  # the graph takes position_ids (else it derives positions itself)
+    kv_dtype: str = "float32"
+    left_padding: bool = True  # False: batches of one prompt only (no padding at all)
+    use_cache_branch: bool = False  # optimum's merged decoders: a bool input, True once there is a past
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> DecoderShape:
+        io = manifest.get("io", {})
+        return cls(
+            manifest["n_layers"],
+            manifest["kv_heads"],
+            manifest["head_dim"],
+            past=io.get("past", cls.past),
+            present=io.get("present", cls.present),
+            position_ids=io.get("position_ids", True),
+            kv_dtype=io.get("kv_dtype", "float32"),
+            left_padding=io.get("left_padding", True),
+            use_cache_branch=io.get("use_cache_branch", False),
+        )
+
+    def past_names(self) -> list[str]:
+        return [self.past.format(i=i, kv=kv) for i in range(self.n_layers) for kv in ("key", "value")]
+
+    def output_names(self) -> list[str]:
+        return ["logits", *(self.present.format(i=i, kv=kv) for i in range(self.n_layers) for kv in ("key", "value"))]
+
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+        return dict.fromkeys(self.past_names(), empty)
+
+    def run(self, session, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(next-token logits [batch, vocab] float32, presents) of one call; position ids are dropped for a
+        graph that does not take them, and all-position logits [batch, seq, vocab] are cut to the last."""
+        if not self.position_ids:
+            feeds = {k: v for k, v in feeds.items() if k != "position_ids"}
+        if self.use_cache_branch:
+            past_len = feeds[self.past.format(i=0, kv="key")].shape[2]
+            feeds = {**feeds, "use_cache_branch": np.array([past_len > 0])}
+        logits, *presents = session.run(self.output_names(), feeds)
+        if logits.ndim == 3:
+            logits = logits[:, -1, :]
+        return logits.astype(np.float32, copy=False), presents
 
 
 def greedy_decode(
@@ -88,13 +136,12 @@ def greedy_decode(
             input_ids[row, width - len(ids) :] = ids
             mask[row, width - len(ids) :] = 1
     position_ids = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    empty = np.zeros((n, shape.kv_heads, 0, shape.head_dim), dtype=np.float32)
-    past_names = [f"past.{i}.{kv}" for i in range(shape.n_layers) for kv in ("key", "value")]
+    past_names = shape.past_names()
     feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
-    feeds.update(dict.fromkeys(past_names, empty))
+    feeds.update(shape.empty_past(n))
 
     t0 = time.perf_counter()
-    logits, *presents = session.run(None, feeds)
+    logits, presents = shape.run(session, feeds)
     t1 = time.perf_counter()
     active = np.arange(n)  # original row of each row still in the batch
     while True:
@@ -121,7 +168,7 @@ def greedy_decode(
         mask = np.concatenate([mask, np.ones((len(active), 1), dtype=np.int64)], axis=1)
         feeds = {"input_ids": next_ids[:, None].astype(np.int64), "attention_mask": mask, "position_ids": positions}
         feeds.update(zip(past_names, presents, strict=True))
-        logits, *presents = session.run(None, feeds)
+        logits, presents = shape.run(session, feeds)
     if stats is not None:
         stats.batches += 1
         stats.prompts += n
@@ -133,13 +180,23 @@ def greedy_decode(
 
 
 def render_prompt(template: dict, system: str | None, user: str) -> str:
-    """One system + user turn in the model's chat format, ending where the assistant's answer starts."""
-    text = ""
+    """One system + user turn in the model's chat format, ending where the assistant's answer starts.
+
+    Template facts (decoder_families.py derives them from a checkpoint's jinja template): `system`, `user`
+    and `assistant_prefix` format strings; optional `prefix` (e.g. "<bos>"), `default_system` (the text the
+    template puts in when no system message is given), `supports_system` (False: the system text goes in
+    front of the user message, joined by `system_separator`) and `strip_content` (messages are trimmed).
+    """
+    if system is None:
+        system = template.get("default_system")
+    if template.get("strip_content"):
+        user, system = user.strip(), (system.strip() if system is not None else None)
+    text = template.get("prefix", "")
     if system is not None:
         if template.get("supports_system", True):
             text += template["system"].format(content=system)
         else:  # e.g. Gemma: no system role; the system text goes in front of the user message
-            user = f"{system}\n\n{user}"
+            user = f"{system}{template.get('system_separator', chr(10) * 2)}{user}"
     return text + template["user"].format(content=user) + template["assistant_prefix"]
 
 
@@ -167,23 +224,21 @@ class OnnxGenerator:
         max_prompt_tokens: int = 2048,
         min_sentence_tokens: int = 8,
     ) -> None:
-        manifest = read_manifest(path.parent, path.name)
-        if manifest.get("kind") != "generator":
-            raise ModelError(f"{manifest.get('name', path.name)} is not a generator (kind {manifest.get('kind')!r})")
+        manifest = read_generator_manifest(path)
         self.name: str = manifest["name"]
         self.manifest = manifest
-        self.shape = DecoderShape(manifest["n_layers"], manifest["kv_heads"], manifest["head_dim"])
+        self.shape = DecoderShape.from_manifest(manifest)
         self.template: dict = manifest["chat_template"]
         self.system_prompt = system_prompt if system_prompt is not None else manifest.get("default_system")
         self.stop_ids: set[int] = set(manifest["stop_token_ids"])
         self.pad_id = int(manifest["pad_token_id"])
-        self.max_batch = max_batch
+        self.max_batch = max_batch if self.shape.left_padding else 1
         self.max_prompt_tokens = min(max_prompt_tokens, int(manifest.get("context_length", max_prompt_tokens)))
         self.min_sentence_tokens = min_sentence_tokens
         self.last_stats = GenerationStats()
 
-        model_file = path / "model.onnx"
-        self.content_hash = verified_hash(path, manifest)
+        model_file = path / manifest.get("model_file", "model.onnx")
+        self.content_hash = _verified_hash(model_file, manifest)
         self._tokenizer = load_tokenizer(path)
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
@@ -266,5 +321,77 @@ class OnnxGenerator:
         return texts
 
 
-def load_generator(cache_dir: Path, name: str, *, threads: int, provider: str = "cpu", **kwargs) -> OnnxGenerator:
-    return OnnxGenerator(model_dir(cache_dir, name), threads=threads, provider=provider, **kwargs)
+def read_generator_manifest(path: Path) -> dict:
+    """The manifest of the generator directory `path` (a catalog build, an import, or a ready ONNX export
+    with a manifest written by `slmstream models import-decoder`); ModelError saying what to run if not."""
+    if path.parent.name and path.name in CATALOG:
+        manifest = read_manifest(path.parent, path.name)  # its errors say how to build it
+    else:
+        file = path / "manifest.json"
+        if not file.exists():
+            raise ModelError(
+                f"{path} has no manifest.json: run `slmstream models import-decoder {path} --name NAME` "
+                "(a Hugging Face checkpoint or an ONNX decoder export with its tokenizer.json)"
+            )
+        try:
+            manifest = orjson.loads(file.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise ModelError(f"{file} is corrupt ({exc}); re-run `slmstream models import-decoder`") from exc
+        for f in (manifest.get("model_file", "model.onnx"), "tokenizer.json"):
+            if not (path / f).exists():
+                raise ModelError(f"{path / f} is missing (named by {file})")
+    if manifest.get("kind") != "generator":
+        raise ModelError(f"{manifest.get('name', path.name)} is not a generator (kind {manifest.get('kind')!r})")
+    missing = [k for k in GENERATOR_MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ModelError(f"{path / 'manifest.json'} lacks {', '.join(missing)}; see `slmstream models import-decoder`")
+    return manifest
+
+
+GENERATOR_MANIFEST_KEYS = (
+    "name",
+    "n_layers",
+    "kv_heads",
+    "head_dim",
+    "chat_template",
+    "stop_token_ids",
+    "pad_token_id",
+)
+
+
+def _verified_hash(model_file: Path, manifest: dict) -> str:
+    """sha256 of the graph file (for an export with external data: of the graph, not the weights file)."""
+    content_hash = "sha256:" + file_sha256(model_file)[:16]
+    if manifest.get("sha256") and not content_hash.startswith("sha256:" + manifest["sha256"][:16]):
+        raise ModelError(
+            f"{model_file} does not match its manifest (corrupt or replaced?); rebuild or re-import the model "
+            "(`slmstream models build --force` / `slmstream models import-decoder`)"
+        )
+    return content_hash
+
+
+def generator_dir(cache_dir: Path, name_or_path: str | Path) -> Path:
+    """Where the generator `name_or_path` lives: a catalog name or an imported name (a folder in the cache), or
+    a path to a directory with a manifest.json. The config value (`summaries.generator`) is this one string."""
+    text = str(name_or_path)
+    if text in CATALOG:
+        return model_dir(cache_dir, text)
+    in_cache = cache_dir / text
+    if "/" not in text and (in_cache / "manifest.json").exists():
+        return in_cache
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    catalog = ", ".join(n for n, s in CATALOG.items() if s.kind == "generator")
+    raise ModelError(
+        f"generator {text!r} is neither a catalog model ({catalog}), a model imported into {cache_dir}, "
+        "nor a directory; import one with "
+        "`slmstream models import-decoder <dir> --name NAME`"
+    )
+
+
+def load_generator(
+    cache_dir: Path, name: str | Path, *, threads: int, provider: str = "cpu", **kwargs
+) -> OnnxGenerator:
+    """The generator named by a catalog name, an imported model's name, or a model directory path."""
+    return OnnxGenerator(generator_dir(cache_dir, name), threads=threads, provider=provider, **kwargs)

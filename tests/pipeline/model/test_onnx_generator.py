@@ -112,6 +112,42 @@ def test_greedy_decode_stop_callback_and_cap() -> None:
     ]
 
 
+class ForeignDecoder(FakeDecoder):
+    """FakeDecoder behind an onnxruntime-genai / optimum style I/O: past_key_values.* fp16 inputs, no
+    position_ids (positions from the mask), a use_cache_branch flag, logits for every position."""
+
+    def run(self, outputs, feeds):
+        assert "position_ids" not in feeds and outputs[0] == "logits" and outputs[1] == "present.0.key"
+        past = feeds["past_key_values.0.key"]
+        assert past.dtype == np.float16 and feeds["use_cache_branch"].tolist() == [past.shape[2] > 0]
+        mask = feeds["attention_mask"]
+        seq = feeds["input_ids"].shape[1]
+        inner = {
+            "input_ids": feeds["input_ids"],
+            "attention_mask": mask,
+            "position_ids": (np.maximum(np.cumsum(mask, axis=1) - 1, 0))[:, -seq:],
+            "past.0.key": past.astype(np.float32),
+            "past.0.value": feeds["past_key_values.0.value"].astype(np.float32),
+        }
+        logits, key, value = super().run(None, inner)
+        return [logits[:, None, :].astype(np.float16), key.astype(np.float16), value.astype(np.float16)]
+
+
+def test_greedy_decode_through_a_foreign_io_layout() -> None:
+    manifest = {
+        "n_layers": 1,
+        "kv_heads": 1,
+        "head_dim": 1,
+        "io": {"past": "past_key_values.{i}.{kv}", "position_ids": False, "kv_dtype": "float16",
+               "use_cache_branch": True},
+    }  # fmt: skip
+    shape = DecoderShape.from_manifest(manifest)
+    fake = ForeignDecoder()
+    prompts = [[5, 6, 7], [5], [5, 6, 7, 8, 9, 10]]
+    out = greedy_decode(fake, shape, prompts, max_new_tokens=4, stop_ids=set(), pad_id=0)
+    assert out == [[102, 103, 104, 105], [100, 101, 102, 103], [105, 106, 107, 108]]  # as with the native layout
+
+
 def test_build_check_passes_a_faithful_model_and_fails_garbage() -> None:
     shape = DecoderShape(1, 1, 1)
     prompts = [[1, 2, 3], [4, 5]]
