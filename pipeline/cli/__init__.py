@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import bench, broker, demo, dlq, models, topics
+from pipeline.cli import bench, broker, demo, dlq, model_server, models, topics
 
 app = typer.Typer(
     help="slmstream: Kafka events classified by a small model. The worker itself: faust -A pipeline worker.",
@@ -18,6 +18,7 @@ app.command("tail")(topics.tail)
 app.add_typer(bench.app, name="bench")
 app.command("demo")(demo.demo)
 app.add_typer(dlq.app, name="dlq")
+app.command("model-server")(model_server.model_server)
 
 
 def main() -> None:

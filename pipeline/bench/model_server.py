@@ -1,0 +1,510 @@
+"""`slmstream bench model-server`: what sharing one model process costs and buys, in one run.
+
+1. transport overhead per batch: `classify` of a batch of texts through the socket, against a no-op model
+   (the identity encoder, at the real model's width), vs the same classifier in-process; plus the real model's
+   time for such a batch, to put the overhead in proportion;
+2. pipeline throughput (max rate, a fresh broker): 1 in-process worker, then 1, 2 and 4 workers sharing one
+   model server, each on fresh topics; events/s, cores used, the server's merged batches, and memory.
+
+Also `python -m pipeline.bench.model_server --socket PATH --dim 384`: a model server with the identity model,
+the no-op end of step 1 (in its own process, as a real server is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.bench.events import BenchEvent, make_events
+from pipeline.bench.procstat import machine_busy_s, proc_cpu_s
+from pipeline.bench.stats import percentile, rate, summarize
+from pipeline.config import Settings
+from pipeline.model.server import server_answers
+from pipeline.worker_process import WorkerError, WorkerProcess
+
+Progress = Callable[[str], None]
+DATA = Path(__file__).resolve().parents[2] / "data"
+console = Console()
+
+
+class ModelServerProcess:
+    """A model server in its own process group: `slmstream model-server`, or (identity=dim) the no-op one."""
+
+    def __init__(
+        self, socket_path: Path, log_file: Path, env: dict[str, str] | None = None, *, identity_dim: int | None = None
+    ) -> None:
+        self.socket_path = socket_path
+        self.log_file = log_file
+        self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        if identity_dim is None:
+            exe = Path(sys.executable).with_name("slmstream")
+            self.cmd = [str(exe), "model-server", "--socket", str(socket_path)]
+        else:
+            self.cmd = [sys.executable, "-m", "pipeline.bench.model_server", "--socket", str(socket_path)]
+            self.cmd += ["--dim", str(identity_dim)]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def start(self, extra_args: Sequence[str] = ()) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.socket_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*self.cmd, *extra_args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise WorkerError(f"model server exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check()
+            if server_answers(self.socket_path, 0.5):
+                return
+            time.sleep(0.1)
+        raise WorkerError(f"model server not answering on {self.socket_path} after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def rss_mib(pid: int | None) -> float:
+    """Resident memory of a process in MiB (0 when it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+# ---- 1. transport overhead ---------------------------------------------------------------------------------
+async def _time_calls(call: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+async def measure_transport(
+    settings: Settings, texts: Sequence[str], run_dir: Path, *, calls: int = 400, dim: int = 384, progress: Progress
+) -> dict[str, Any]:
+    """Per-batch time of `classify(texts)`: in-process vs through the socket, both with the identity model."""
+    from pipeline.model.classifier import LabelClassifier
+    from pipeline.model.identity import IDENTITY, IdentityEncoder
+    from pipeline.model.remote import ModelServerClient, connect_remote_worker
+    from pipeline.model.worker import ModelWorker
+
+    c = settings.classifier
+    local = ModelWorker(
+        LabelClassifier(
+            IdentityEncoder(dim), settings.labels, min_confidence=c.min_confidence, temperature=c.temperature
+        )
+    )
+    server = ModelServerProcess(run_dir / "noop.sock", run_dir / "noop-server.log", identity_dim=dim)
+    server.start()
+    client = ModelServerClient(server.socket_path, wait_s=10)
+    try:
+        server.wait_ready(30)
+        remote = await connect_remote_worker(settings, IDENTITY, client)
+        batch = list(texts)
+        for w in (local, remote):  # warm-up: threads started, connection open
+            await _time_calls(lambda w=w: w.classify(batch), 30)
+        local_s: list[float] = []
+        remote_s: list[float] = []
+        raw_s: list[float] = []
+        # interleaved blocks: load from other processes hits both sides alike
+        block = 50
+        progress(f"transport: {calls} batches of {len(batch)} texts each way, interleaved in blocks of {block}")
+        for _ in range(max(calls // block, 1)):
+            local_s += await _time_calls(lambda: local.classify(batch), block)
+            remote_s += await _time_calls(lambda: remote.classify(batch), block)
+            raw_s += await _time_calls(lambda: client.encode(IDENTITY, batch), block)
+    finally:
+        await client.close()
+        server.stop()
+        local.close()
+    loc, rem, raw = (summarize([s * 1e6 for s in v]) for v in (local_s, remote_s, raw_s))
+    return {
+        "batch": len(texts),
+        "dim": dim,
+        "calls": len(local_s),
+        "in_process_us": loc,
+        "socket_us": rem,
+        "socket_encode_only_us": raw,  # the client's encode, without the classifier and its thread
+        "overhead_p50_us": rem["p50"] - loc["p50"],
+        "ratio_p50": rem["p50"] / loc["p50"] if loc["p50"] else float("nan"),
+    }
+
+
+def measure_real_batch(settings: Settings, texts: Sequence[str], repeats: int = 20) -> dict[str, float]:
+    """The real model's time for one batch in-process (for the overhead's share of a model call)."""
+    from pipeline import logs
+    from pipeline.runtime import load_classifier
+
+    logs.configure("console", "warning")  # importing the runtime set up the worker's logging
+    classifier = load_classifier(settings, settings.model.encoder)
+    for _ in range(3):
+        classifier.classify(texts)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        classifier.classify(texts)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return {"p50_ms": percentile(times, 50), "min_ms": min(times)}
+
+
+# ---- 2. pipeline throughput ----------------------------------------------------------------------------------
+@dataclass
+class Setup:
+    name: str
+    workers: int
+    shared: bool  # workers use the model server
+
+
+SETUPS = [Setup("in-process x1", 1, False), *(Setup(f"server x{n}", n, True) for n in (1, 2, 4))]
+
+
+@dataclass
+class _Procs:
+    workers: list[WorkerProcess] = field(default_factory=list)
+    server: ModelServerProcess | None = None
+
+    def check_worker(self) -> None:  # what Collector.wait_for calls
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() is not None:
+                raise WorkerError(f"worker exited with {w.proc.returncode}:\n{w.log_tail()}")
+        if self.server is not None:
+            self.server.check()
+
+
+def _topic_settings(settings: Settings, prefix: str) -> Settings:
+    t = settings.topics.model_copy(
+        update={
+            "events": f"{prefix}.events",
+            "enriched": f"{prefix}.enriched",
+            "dlq": f"{prefix}.dlq",
+            "deferred": f"{prefix}.deferred",
+        }
+    )
+    return settings.model_copy(update={"topics": t})
+
+
+def _server_batches(log_file: Path, offset: int) -> dict[str, float]:
+    """The model server's merged calls logged since `offset` (its JSON log: one line per model call)."""
+    sizes, requests, clients = [], [], []
+    with log_file.open("rb") as f:
+        f.seek(offset)
+        for line in f:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                d = orjson.loads(line)
+                if isinstance(d, dict) and d.get("event") == "model_server_batch":
+                    sizes.append(d["size"])
+                    requests.append(d["requests"])
+                    clients.append(d["clients"])
+    n = len(sizes)
+    return {
+        "calls": n,
+        "mean_batch": sum(sizes) / n if n else 0.0,
+        "mean_requests_per_call": sum(requests) / n if n else 0.0,
+        "mean_clients_per_call": sum(clients) / n if n else 0.0,
+        "merged_share": sum(r > 1 for r in requests) / n if n else 0.0,
+    }
+
+
+async def _max_rate_step(
+    settings: Settings, bootstrap: str, procs: _Procs, docs: list[dict], events: int, batch: int, tag: str
+) -> dict[str, Any]:
+    from pipeline.bench.pipeline import Collector, _blast, _producer
+
+    collector = Collector(settings, bootstrap)
+    await collector.start()
+    producer = await _producer(bootstrap)
+    try:
+        warm = make_events(docs, batch * 2 * max(len(procs.workers), 1), f"wu{tag}")
+        await _blast(producer, settings.topics.events, warm)
+        if not await collector.wait_for(f"wu{tag}", len(warm), 120, procs):  # type: ignore[arg-type]
+            raise RuntimeError(f"warm-up: {collector.count(f'wu{tag}')}/{len(warm)} results after 120 s")
+        await asyncio.sleep(1.0)
+        pids = [w.proc.pid for w in procs.workers if w.proc] + ([procs.server.pid] if procs.server else [])
+        cpu0, machine0, wall0 = sum(proc_cpu_s(p) for p in pids), machine_busy_s(), time.time()
+        todo: list[BenchEvent] = make_events(docs, events, f"tp{tag}")
+        first, _ = await _blast(producer, settings.topics.events, todo)
+        if not await collector.wait_for(f"tp{tag}", events, max(120.0, events * 0.05), procs):  # type: ignore[arg-type]
+            raise RuntimeError(f"max-rate step: only {collector.count(f'tp{tag}')}/{events} results read")
+        times = [t for t, _ in collector.records(f"tp{tag}").values()]
+        wall = time.time() - wall0
+        cpu1, machine1 = sum(proc_cpu_s(p) for p in pids), machine_busy_s()
+        return {
+            "events": events,
+            "seconds": max(times) - first,
+            "events_per_s": rate(events, max(times) - first),
+            "pipeline_cores": (cpu1 - cpu0) / wall,  # workers + model server
+            # on a shared machine more processes get a bigger share of the cores: this one compares setups fairly
+            "events_per_pipeline_core_s": events / max(cpu1 - cpu0, 1e-9),
+            "machine_cores": (machine1 - machine0) / wall,
+            "duplicates": collector.duplicates,
+        }
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        with contextlib.suppress(Exception):
+            await collector.stop()
+
+
+def measure_pipelines(
+    settings: Settings,
+    engine: str,
+    run_dir: Path,
+    run_id: str,
+    docs: list[dict],
+    events: int,
+    batch: int,
+    progress: Progress,
+    setups: Sequence[Setup] = tuple(SETUPS),
+) -> list[dict[str, Any]]:
+    from pipeline.bench.pipeline import free_port
+    from pipeline.broker import EmbeddedBroker
+    from pipeline.kafka_client import ensure_topics
+
+    broker = EmbeddedBroker(engine, port=free_port(), state_dir=run_dir / "broker")  # type: ignore[arg-type]
+    status = broker.start()
+    server_env = {"SLMSTREAM_LOG_FORMAT": "json", "SLMSTREAM_LOG_LEVEL": "info"}  # a line per merged call
+    server = ModelServerProcess(run_dir / "sock" / "model.sock", run_dir / "model-server.log", server_env)
+    results: list[dict[str, Any]] = []
+    procs = _Procs()
+    try:
+        base_env = {
+            "SLMSTREAM_BROKER": status.url,
+            "SLMSTREAM_LOG_LEVEL": "warning",
+            "SLMSTREAM_LOG_FORMAT": "json",
+            "SLMSTREAM_BATCHING__LATE_POLICY": "process",  # classify each event once, late or not
+            "SLMSTREAM_BATCHING__MAX_BATCH": str(batch),
+        }
+        if any(s.shared for s in setups):
+            progress(f"model server: {settings.model.encoder} on {server.socket_path}")
+            server.start()
+            server.wait_ready(120)
+        for i, setup in enumerate(setups):
+            s = _topic_settings(settings, f"{run_id}-{i}")
+            t = s.topics
+            asyncio.run(ensure_topics(status.bootstrap, [t.events, t.enriched, t.dlq, t.deferred], t.partitions))
+            env = {
+                **base_env,
+                "SLMSTREAM_APP_ID": f"{run_id}-{i}",
+                "SLMSTREAM_TOPICS__EVENTS": t.events,
+                "SLMSTREAM_TOPICS__ENRICHED": t.enriched,
+                "SLMSTREAM_TOPICS__DLQ": t.dlq,
+                "SLMSTREAM_TOPICS__DEFERRED": t.deferred,
+            }
+            if setup.shared:
+                env["SLMSTREAM_MODEL__SERVER_SOCKET"] = str(server.socket_path)
+            progress(f"{setup.name}: starting {setup.workers} worker(s)")
+            procs = _Procs(server=server if setup.shared else None)
+            for w in range(setup.workers):
+                wp = WorkerProcess(env, run_dir / f"{i}-worker-{w}.log", run_dir / f"{i}-worker-{w}-data", free_port())
+                procs.workers.append(wp)
+                wp.start()
+            for wp in procs.workers:
+                wp.wait_ready(180)
+            offset = server.log_file.stat().st_size if setup.shared else 0
+            progress(f"{setup.name}: {events} events at max rate")
+            step = asyncio.run(_max_rate_step(s, status.bootstrap, procs, docs, events, batch, str(i)))
+            step.update(name=setup.name, workers=setup.workers, shared=setup.shared)
+            step["worker_rss_mib"] = [round(rss_mib(w.proc.pid if w.proc else None), 1) for w in procs.workers]
+            if setup.shared:
+                step["server_rss_mib"] = round(rss_mib(server.pid), 1)
+                step["server_batches"] = _server_batches(server.log_file, offset)
+            results.append(step)
+            progress(f"{setup.name}: {step['events_per_s']:.0f} events/s")
+            for wp in procs.workers:
+                wp.stop(30)
+            procs.workers.clear()
+    finally:
+        for wp in procs.workers:
+            with contextlib.suppress(Exception):
+                wp.stop(10)
+        server.stop()
+        broker.stop()
+    base = next((r["events_per_s"] for r in results if not r["shared"]), None)
+    for r in results:
+        r["ratio_vs_in_process_x1"] = r["events_per_s"] / base if base else None
+    return results
+
+
+# ---- the command ----------------------------------------------------------------------------------------------
+def bench_model_server(
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Events per pipeline step.")] = 2000,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Batch size (default: batching.max_batch from the config).")
+    ] = None,
+    workers: Annotated[str, typer.Option(help="Worker counts sharing the server, comma-separated.")] = "1,2,4",
+    calls: Annotated[int, typer.Option(min=50, help="Batches timed each way for the transport overhead.")] = 400,
+    engine: Annotated[str, typer.Option(help="Embedded broker: tansu or noida.")] = "tansu",
+    out: Annotated[Path | None, typer.Option(help="JSON results (default: bench-results/).")] = None,
+    data: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Sample events (JSONL).")] = DATA
+    / "sample_events.jsonl",
+    run_root: Annotated[Path, typer.Option(help="Broker state, logs, sockets.")] = Path(".run/bench"),
+) -> None:
+    """One model server shared by N workers vs the model in-process: transport overhead and throughput."""
+    from pipeline import logs
+    from pipeline.bench.events import cycled_texts, load_docs
+    from pipeline.cli.common import settings_or_exit
+
+    settings = settings_or_exit()
+    batch = batch_size or settings.batching.max_batch
+    counts = [int(x) for x in workers.split(",") if x.strip()]
+    if not counts or min(counts) < 1:
+        console.print(f"[red]--workers {workers!r}[/]: give counts like 1,2,4")
+        raise typer.Exit(2)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = out or Path("bench-results") / f"model-server-{stamp}.json"
+    run_id = f"msb-{stamp}-{os.getpid()}"
+    run_dir = run_root / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    docs = load_docs(data)
+    logs.configure("console", "warning")
+    results: dict[str, Any] = {
+        "bench": "model-server",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "batch_size": batch,
+        "events": events,
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "model": settings.model.encoder,
+    }
+    t0 = time.monotonic()
+    try:
+        console.print(f"[bold]1/2 transport[/]: batch of {batch}, no-op model, socket vs in-process")
+        texts = cycled_texts(docs, batch)
+        results["transport"] = asyncio.run(measure_transport(settings, texts, run_dir, calls=calls, progress=_note))
+        results["real_model_batch"] = measure_real_batch(settings, texts)
+        console.print(f"[bold]2/2 pipeline[/]: {events} events at max rate, fresh {engine} broker")
+        setups = [Setup("in-process x1", 1, False), *(Setup(f"server x{n}", n, True) for n in counts)]
+        results["pipelines"] = measure_pipelines(settings, engine, run_dir, run_id, docs, events, batch, _note, setups)
+    except (WorkerError, RuntimeError, OSError) as exc:
+        results["error"] = str(exc)
+        console.print(f"[red]bench failed:[/] {exc}")
+        _write(out, results)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        results["error"] = "interrupted"
+        _write(out, results)
+        raise typer.Exit(130) from None
+    results["bench_seconds"] = time.monotonic() - t0
+    results["loadavg_at_end"] = os.getloadavg()
+    _report(results)
+    _write(out, results)
+
+
+def _note(msg: str) -> None:
+    console.print(f"   [dim]{msg}[/]")
+
+
+def _report(r: dict[str, Any]) -> None:
+    tr, real = r["transport"], r["real_model_batch"]
+    t = Table("measure", "p50", "p99", "note", title=f"transport, batch of {tr['batch']} texts (dim {tr['dim']})")
+    for key, label in (
+        ("in_process_us", "in-process classify"),
+        ("socket_us", "classify via the server"),
+        ("socket_encode_only_us", "  encode round trip only"),
+    ):
+        t.add_row(label, f"{tr[key]['p50']:.0f} µs", f"{tr[key]['p99']:.0f} µs", f"{tr['calls']} batches")
+    share = tr["overhead_p50_us"] / (real["p50_ms"] * 1000.0) if real["p50_ms"] else float("nan")
+    t.add_row(
+        "overhead per batch",
+        f"{tr['overhead_p50_us']:.0f} µs",
+        "",
+        f"x{tr['ratio_p50']:.2f} the no-op call; {share:.1%} of the real model's {real['p50_ms']:.1f} ms",
+    )
+    console.print(t)
+    p = Table("setup", "events/s", "vs in-process x1", "cores", "events/core-s", "server: batch / requests", "RSS MiB")
+    for row in r["pipelines"]:
+        sb = row.get("server_batches")
+        merged = f"{sb['mean_batch']:.1f} / {sb['mean_requests_per_call']:.2f}" if sb else "-"
+        rss = f"{sum(row['worker_rss_mib']) + row.get('server_rss_mib', 0.0):.0f}"  # workers + server
+        p.add_row(
+            row["name"],
+            f"{row['events_per_s']:.0f}",
+            f"{row['ratio_vs_in_process_x1']:.2f}",
+            f"{row['pipeline_cores']:.2f} of {row['machine_cores']:.2f}",
+            f"{row['events_per_pipeline_core_s']:.0f}",
+            merged,
+            rss,
+        )
+    console.print(p)
+    console.print(
+        f"load average at start {r['loadavg_at_start'][0]:.1f}, at end {r['loadavg_at_end'][0]:.1f} on "
+        f"{r['cpus']} CPUs: on a shared machine compare ratios from one run, not absolute figures"
+    )
+
+
+def _write(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    console.print(f"results: {path}")
+
+
+# ---- the no-op server process --------------------------------------------------------------------------------
+def _serve_identity(socket_path: Path, dim: int) -> None:
+    from pipeline import logs
+    from pipeline.model.identity import IDENTITY, IdentityEncoder
+    from pipeline.model.server import ModelServer, serve_until_stopped
+
+    logs.configure("json", "warning")  # no line per batch: the transport step measures, it does not log
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_until_stopped(ModelServer({IDENTITY: IdentityEncoder(dim)}), socket_path, stop)
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="A model server with the identity model (for the bench).")
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--dim", type=int, default=384)
+    args = parser.parse_args()
+    _serve_identity(args.socket, args.dim)

@@ -1,0 +1,91 @@
+"""`slmstream model-server --socket PATH`: one model process that this host's workers share (pipeline/model/server.py).
+
+Workers use it when `model.server_socket` (env SLMSTREAM_MODEL__SERVER_SOCKET) is the same path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pipeline.cli.common import settings_or_exit
+from pipeline.config import Settings
+from pipeline.model.base import ModelError, SmallModel
+
+err = Console(stderr=True)
+
+
+def load_models(settings: Settings, names: list[str]) -> dict[str, SmallModel]:
+    from pipeline.model.identity import IDENTITY, IdentityEncoder
+    from pipeline.model.onnx_encoder import load_encoder
+
+    m = settings.model
+    models: dict[str, SmallModel] = {}
+    for name in names:
+        if name == IDENTITY:  # no inference: measures the transport and the pipeline
+            models[name] = IdentityEncoder()
+        else:
+            models[name] = load_encoder(
+                m.cache_dir,
+                name,
+                threads=m.threads,
+                max_tokens=m.max_tokens,
+                provider=m.provider,
+                sub_batch=m.sub_batch,
+            )
+    return models
+
+
+def model_server(
+    socket_path: Annotated[
+        Path | None,
+        typer.Option("--socket", help="Unix socket to serve on (default: model.server_socket)."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", help="Model to serve, repeatable (default: model.encoder, + model.fallback for degrade)."
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(min=1, help="Most texts merged into one model call (default: 2 x batching.max_batch)."),
+    ] = None,
+) -> None:
+    """Serve the model to this host's workers over a Unix socket, batching across them (Ctrl-C or SIGTERM stops)."""
+    from pipeline import logs
+    from pipeline.model.server import ModelServer, ServerStartError, serve_until_stopped
+
+    settings = settings_or_exit()
+    logs.configure(settings.log_format, settings.log_level)
+    path = socket_path.expanduser() if socket_path is not None else settings.model.server_socket
+    if path is None:
+        err.print("[red]slmstream:[/] give --socket PATH, or set model.server_socket (SLMSTREAM_MODEL__SERVER_SOCKET)")
+        raise typer.Exit(2)
+    names = model or [settings.model.encoder]
+    if not model and settings.batching.late_policy == "degrade":
+        names.append(settings.model.fallback)
+    try:
+        models = load_models(settings, list(dict.fromkeys(names)))
+    except ModelError as exc:
+        err.print(f"[red]slmstream:[/] cannot start: {exc}")
+        raise typer.Exit(2) from None
+    server = ModelServer(models, max_batch=max_batch or 2 * settings.batching.max_batch)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_until_stopped(server, path, stop)
+
+    try:
+        asyncio.run(main())
+    except ServerStartError as exc:
+        err.print(f"[red]slmstream:[/] cannot start the model server: {exc}")
+        raise typer.Exit(1) from None

@@ -1,0 +1,98 @@
+"""One model server process, two Faust workers sharing it, a real broker: every event is classified once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.bench.model_server import ModelServerProcess
+from pipeline.model.catalog import read_manifest
+from tests.e2e.conftest import MODELS, ROOT, collect, produce
+from tests.e2e.test_classify_e2e import sample_events
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("broker", ["tansu"], indirect=True)  # the transport under test is the socket, not Kafka
+def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_path: Path) -> None:
+    sock = tmp_path / "run" / "model.sock"
+    server = ModelServerProcess(
+        sock,
+        tmp_path / "model-server.log",
+        {
+            "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml"),
+            "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
+            "SLMSTREAM_LOG_FORMAT": "json",
+        },
+    )
+    server.start()
+    try:
+        server.wait_ready(90)
+        workers = [start_worker(SLMSTREAM_MODEL__SERVER_SOCKET=str(sock)) for _ in range(2)]
+        valid = sample_events(200, topics.uid)
+        asyncio.run(produce(broker.bootstrap, topics.events, valid, rate=150))
+        got = asyncio.run(collect(broker.bootstrap, [topics.enriched], {topics.enriched: len(valid)}, 120))
+        enriched = got[topics.enriched]
+
+        ids = Counter(d["id"] for d in enriched)
+        assert set(ids) == {orjson.loads(v)["id"] for v in valid}
+        assert sum(ids.values()) == len(valid), "duplicates without a crash"
+        served_hash = "sha256:" + read_manifest(MODELS, "minilm-l6-int8")["sha256"][:16]
+        assert {(d["analysis"]["model"]["name"], d["analysis"]["model"]["hash"]) for d in enriched} == {
+            ("minilm-l6-int8", served_hash)
+        }
+        correct = sum(d["analysis"]["label"] == d["attrs"]["expected_label"] for d in enriched)
+        assert correct >= 0.6 * len(enriched), f"only {correct}/{len(enriched)} classified as expected"
+
+        # both workers classified through the server, neither loaded a model of its own
+        for w in workers:
+            log = w.log_file.read_text(errors="replace")
+            assert "model_server_connected" in log and '"event": "model_loaded"' not in log, w.log_tail()
+        server_log = [orjson.loads(line) for line in server.log_file.read_bytes().splitlines() if line.startswith(b"{")]
+        batches = [e for e in server_log if e.get("event") == "model_server_batch"]
+        assert sum(1 for e in server_log if e.get("event") == "model_loaded") == 1
+        assert sum(e["size"] for e in batches) >= len(valid)  # plus the workers' taxonomies and warm-up
+    finally:
+        assert server.stop() == 0, server.log_tail()
+    assert not sock.exists()  # removed at a clean stop
+
+
+@pytest.mark.parametrize("broker", ["tansu"], indirect=True)
+def test_workers_ride_out_a_model_server_restart(broker, topics, start_worker, tmp_path: Path) -> None:
+    """Stop the server while events flow and start it again: every event is classified, none dead-lettered."""
+    sock = tmp_path / "run" / "model.sock"
+    env = {
+        "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml"),
+        "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
+        "SLMSTREAM_LOG_FORMAT": "json",
+    }
+    servers = [ModelServerProcess(sock, tmp_path / f"model-server-{i}.log", env) for i in range(2)]
+    servers[0].start()
+    try:
+        servers[0].wait_ready(90)
+        worker = start_worker(SLMSTREAM_MODEL__SERVER_SOCKET=str(sock))
+        valid = sample_events(200, topics.uid)
+
+        async def produce_and_restart() -> None:
+            sending = asyncio.ensure_future(produce(broker.bootstrap, topics.events, valid, rate=100))
+            await asyncio.sleep(0.8)
+            assert await asyncio.to_thread(servers[0].stop, 20) == 0
+            servers[1].start()
+            await asyncio.to_thread(servers[1].wait_ready, 90)
+            await sending
+
+        asyncio.run(produce_and_restart())
+        got = asyncio.run(collect(broker.bootstrap, [topics.enriched, topics.dlq], {topics.enriched: len(valid)}, 120))
+        ids = {d["id"] for d in got[topics.enriched]}
+        assert ids == {orjson.loads(v)["id"] for v in valid}
+        assert got[topics.dlq] == []
+        second = servers[1].log_file.read_text(errors="replace")
+        assert "model_server_batch" in second  # the worker reconnected and went on through the new server
+        assert "model_server_reconnected" in worker.log_file.read_text(errors="replace")
+    finally:
+        for s in servers:
+            s.stop()
