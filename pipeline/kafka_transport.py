@@ -1,4 +1,5 @@
-"""Faust's aiokafka transport with one change: the consumer's fetch wait is ours to set.
+"""Faust's aiokafka transport with three changes: our fetch wait, a commit before a revoke, and records whose
+header names are not UTF-8 read instead of crashing the consumer.
 
 Faust 0.15 hard-codes `fetch_max_wait_ms=1500`. Apache Kafka answers a waiting fetch as soon as data
 arrives, so that only matters when idle; tansu waits the full time before answering (brokers.md), which
@@ -7,18 +8,129 @@ would put 1.5 s into every hop. We set it from `Settings.fetch_max_wait_ms` (def
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar, SupportsIndex
 
 import aiokafka
+import structlog
+from aiokafka.consumer import fetcher
+from aiokafka.errors import CorruptRecordException
+from aiokafka.record.default_records import _DefaultRecordBatchPy
+from aiokafka.record.memory_records import MemoryRecords, _MemoryRecordsPy
 from faust.transport.drivers import aiokafka as driver
 
+log = structlog.get_logger(__name__)
 
+
+# ---- records whose header names are not UTF-8 --------------------------------------------------------------
+# Kafka says a header name is a UTF-8 string, but it carries bytes and some producers (librdkafka) send any.
+# aiokafka decodes names strictly (C and pure-Python parser alike): the UnicodeDecodeError escaped Faust's
+# fetcher and stopped the worker, and again after every restart, since the record is still next. Here a
+# record batch that fails so is parsed once more with aiokafka's pure-Python parser over a buffer that
+# decodes leniently: the bad bytes of a name become `\xNN` escapes, everything else is as sent, and the
+# record goes on like any other (enriched, or to the DLQ with the escaped name). Batches that parse are
+# untouched: the fast C parser does all the usual work.
+class _LenientNames(bytearray):
+    """A record buffer whose slices decode with `backslashreplace`: what the parser's
+    `buffer[a:b].decode("utf-8")` of a header name needs to escape bad bytes instead of raising."""
+
+    def __getitem__(self, index: SupportsIndex | slice) -> Any:
+        got = super().__getitem__(index)
+        return _LenientNames(got) if isinstance(index, slice) else got
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return super().decode(encoding, "backslashreplace")
+
+
+class _LenientBatch(_DefaultRecordBatchPy):
+    """aiokafka's pure-Python v2 record batch reading header names leniently."""
+
+    def __init__(self, buffer: bytes | bytearray | memoryview) -> None:
+        super().__init__(buffer)
+        self._buffer = _LenientNames(self._buffer)
+
+    def __iter__(self) -> _LenientBatch:
+        super().__iter__()  # a compressed batch swaps in its decompressed buffer here
+        if not isinstance(self._buffer, _LenientNames):
+            self._buffer = _LenientNames(self._buffer)
+        return self
+
+
+class _LenientRecords(_MemoryRecordsPy):
+    """The batches of a fetched buffer from the one holding offset `resume` on, v2 ones as `_LenientBatch`."""
+
+    def __init__(self, data: bytes, resume: int) -> None:
+        super().__init__(data)
+        while self._next_slice is not None and _next_offset(self._next_slice) <= resume:
+            self._cache_next()
+
+    def next_batch(self, *args: Any, **kwargs: Any) -> Any:
+        raw = self._next_slice
+        batch = super().next_batch(*args, **kwargs)
+        if raw is not None and batch is not None and batch.magic >= 2:  # v2, the format with headers
+            return _LenientBatch(raw)
+        return batch
+
+
+def _next_offset(raw: memoryview) -> int:
+    """The offset after a batch, from its header (v2: base offset + last offset delta; v0/v1: its offset)."""
+    base = int.from_bytes(raw[0:8], "big", signed=True)
+    if raw[16] >= 2:  # magic byte
+        return base + int.from_bytes(raw[23:27], "big", signed=True) + 1
+    return base + 1
+
+
+class _KeptRecords(MemoryRecords):  # type: ignore[misc,valid-type]  # the C class when built, else pure Python
+    """aiokafka's MemoryRecords that keeps the fetched bytes, to parse them again if need be."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.data = data
+
+
+class TolerantPartitionRecords(fetcher.PartitionRecords):
+    """aiokafka's records of one fetched partition; a batch that fails on a header name is read again leniently
+    from the record that failed (the records before it were returned already)."""
+
+    def _unpack_records(self) -> Iterator[Any]:
+        try:
+            yield from super()._unpack_records()
+        except (UnicodeDecodeError, CorruptRecordException) as error:
+            # The pure-Python parser (AIOKAFKA_NO_EXTENSIONS) wraps the UnicodeDecodeError in a CorruptRecordException.
+            exc = error if isinstance(error, UnicodeDecodeError) else error.__cause__
+            data = getattr(self._records, "data", None)
+            if not isinstance(exc, UnicodeDecodeError) or data is None:
+                raise
+            resume = self.next_fetch_offset
+            log.warning(
+                "header_name_not_utf8",
+                topic=self._tp.topic,
+                partition=self._tp.partition,
+                offset=resume,
+                detail=f"{exc.reason} at byte {exc.start} of a header name; the bad bytes are kept as \\xNN escapes",
+            )
+            self._records = _LenientRecords(data, resume)
+            yield from super()._unpack_records()
+
+
+def install_tolerant_fetch() -> None:
+    """Make aiokafka's fetcher (module globals: it has no hook) use the classes above. Idempotent; process-wide,
+    which only changes what happens where aiokafka would have raised."""
+    fetcher.MemoryRecords = _KeptRecords
+    fetcher.PartitionRecords = TolerantPartitionRecords
+
+
+# ---- Faust's transport ------------------------------------------------------------------------------------------
 class ConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        install_tolerant_fetch()
         consumer = super()._create_worker_consumer(transport)
         # Private attribute of aiokafka 0.14 (read when the consumer starts); the version is pinned.
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 500)
         return consumer
+
+
+REVOKE_COMMIT_ROUNDS = 5
 
 
 class Consumer(driver.Consumer):
@@ -29,8 +141,15 @@ class Consumer(driver.Consumer):
         # Faust 0.15.3 forgets the acked-but-uncommitted offsets of revoked partitions before the app's own
         # revoke-time commit, so every rebalance replayed up to a commit interval of finished events
         # (duplicates without any crash, found by tests/e2e/test_faults.py). Commit them while we still own them.
+        # One commit is not enough: `commit()` returns without committing while the periodic commit is under way,
+        # and acks go on arriving during either. So commit until no revoked partition holds an ack (a few rounds;
+        # an ack behind a gap cannot be committed yet and stays). No await between the last check and Faust's
+        # clean-up below, so no ack can slip in between.
         try:
-            await self.commit()
+            for _ in range(REVOKE_COMMIT_ROUNDS):
+                await self.commit()
+                if not any(self._acked.get(tp) for tp in revoked):
+                    break
         except Exception as exc:  # a failed commit only means duplicates, as before
             self.log.warning("commit before revoke failed: %r", exc)
         await super().on_partitions_revoked(revoked)

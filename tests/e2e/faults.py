@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.worker_process import WorkerProcess
-from tests.e2e.conftest import MODELS, ROOT, Topics, free_port
+from tests.e2e.conftest import MODELS, PARTITIONS, ROOT, Topics, free_port
 
 DATA = ROOT / "data"
 MAX_BATCH = 32  # config/slmstream.yaml batching.max_batch
@@ -140,6 +140,10 @@ class OutputReader:
     records: list[Out] = field(default_factory=list)
     error: BaseException | None = None
     reread: int = 0  # records delivered again at an offset already seen (the client reset its position)
+    # Records at an offset this reader had already read that are NOT the record it read there: the broker lost
+    # what it had at that offset (e.g. on a restart) and gave the offset to a new record. (topic, partition,
+    # offset, (id, ts) read first, (id, ts) now).
+    reused: list[tuple[str, int, int, tuple, tuple]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -181,7 +185,7 @@ class OutputReader:
         )
         await consumer.start()
         self._started.set()
-        seen: set[tuple[str, int, int]] = set()
+        seen: dict[tuple[str, int, int], tuple[str | None, int]] = {}  # where -> (id, Kafka timestamp)
         try:
             while not self._stop.is_set():
                 try:
@@ -194,11 +198,15 @@ class OutputReader:
                 for tp, recs in batch.items():
                     kind = self._names[tp.topic]
                     for r in recs:
-                        if (tp.topic, tp.partition, r.offset) in seen:
+                        where = (tp.topic, tp.partition, r.offset)
+                        rid, doc = _id_of(kind, r.value)
+                        before = seen.get(where)
+                        if before == (rid, r.timestamp):
                             self.reread += 1  # the same record again, not a new one: not a duplicate
                             continue
-                        seen.add((tp.topic, tp.partition, r.offset))
-                        rid, doc = _id_of(kind, r.value)
+                        if before is not None:  # another record at an offset read before: the broker reused it
+                            self.reused.append((kind, tp.partition, r.offset, before, (rid, r.timestamp)))
+                        seen[where] = (rid, r.timestamp)
                         outs.append(Out(kind, rid, r.timestamp / 1000.0, now, doc, tp.partition, r.offset))
                 if outs:
                     with self._lock:
@@ -520,15 +528,6 @@ def group_offsets(bootstrap: str, group: str) -> dict[str, int]:
     return asyncio.run(get())
 
 
-def reread_final_ids(bootstrap: str, topics: Topics) -> set[str]:
-    """Ids on the enriched and DLQ topics, read again from the start with a fresh consumer: the broker's log
-    as it is now, independent of what a live reader saw (or skipped after a broker restart moved its offsets)."""
-    from tests.e2e.conftest import collect
-
-    got = asyncio.run(collect(bootstrap, [topics.enriched, topics.dlq], {}, timeout=15, grace=5))
-    return {d.get("id") for docs in got.values() for d in docs if isinstance(d, dict)}
-
-
 def recheck_lost(bootstrap: str, topics: Topics, lost: list[str], pool: WorkerPool) -> str:
     """A second opinion on ids the live reader did not see: read all output topics again from the start
     with a fresh consumer, and ask the live workers for their consumer lag and queue depth."""
@@ -545,4 +544,93 @@ def recheck_lost(bootstrap: str, topics: Topics, lost: list[str], pool: WorkerPo
                 lag = [(lbl, v) for lbl, v in metric(w, "slmstream_consumer_lag") if v]
                 depth = metric(w, "slmstream_queue_depth")
                 lines.append(f"  worker-{n}: queue depth {depth}, non-zero lag {lag}")
+    return "\n".join(lines)
+
+
+def read_outputs(bootstrap: str, topics: Topics, timeout: float = 30.0) -> list[Out]:
+    """Every record on the output topics now, read from the start to the end offsets with a fresh consumer
+    (the broker's log as it is, with partitions and offsets)."""
+    from aiokafka import TopicPartition
+
+    names = {topics.enriched: "enriched", topics.dlq: "dlq", topics.deferred: "deferred"}
+
+    async def read() -> list[Out]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=20)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(t, p) for t in names for p in range(PARTITIONS)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            out: list[Out] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                    break
+                for tp, recs in (await consumer.getmany(timeout_ms=200)).items():
+                    kind = names[tp.topic]
+                    for r in recs:
+                        rid, doc = _id_of(kind, r.value)
+                        out.append(Out(kind, rid, r.timestamp / 1000.0, time.time(), doc, tp.partition, r.offset))
+            return out
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def vanished(seen: list[Out], now: list[Out]) -> list[Out]:
+    """Records the live reader read that the broker's log no longer holds at their offset: records the broker
+    had acknowledged and served, then lost (noida-db on a restart, see test_noida_keeps_acknowledged_records)."""
+    at = {(o.topic, o.partition, o.offset): (o.id, o.ts) for o in now}
+    return [o for o in seen if at.get((o.topic, o.partition, o.offset)) != (o.id, o.ts)]
+
+
+def log_diff(seen: list[Out], now: list[Out], t_ref: float) -> str:
+    """`vanished` records per topic, with their Kafka timestamps relative to `t_ref`."""
+    gone_records = vanished(seen, now)
+    if not gone_records:
+        return "  every record the live reader read is still in the broker's log at its offset"
+    still = {o.id for o in now if o.topic in ("enriched", "dlq")}
+    lines = [f"  {len(gone_records)} records the live reader read are gone from the broker's log at their offset:"]
+    for topic in ("enriched", "dlq", "deferred"):
+        vs = [o for o in gone_records if o.topic == topic]
+        if vs:
+            where = ", ".join(f"p{o.partition}@{o.offset}" for o in vs[:8])
+            gone = sum(o.id not in still for o in vs)
+            written = f"{min(o.ts for o in vs) - t_ref:+.2f}s..{max(o.ts for o in vs) - t_ref:+.2f}s"
+            read = f"{min(o.seen for o in vs) - t_ref:+.2f}s..{max(o.seen for o in vs) - t_ref:+.2f}s"
+            lines.append(
+                f"    {topic}: {len(vs)} (e.g. {where}), written {written} from the broker stop, read {read}; "
+                f"{gone} of their ids have no final record now"
+            )
+    return "\n".join(lines)
+
+
+def explain_lost(
+    lost: list[str],
+    now: list[Out],
+    where: dict[str, tuple[int, int]],
+    committed: dict[str, int],
+    topics: Topics,
+    t_ref: float,
+) -> str:
+    """For each lost id (no enriched/DLQ record in the broker's log now): where its input is, its deferred
+    records, and whether the group's committed offsets are past them (then nothing will read it again)."""
+    by_id: dict[str, list[Out]] = defaultdict(list)
+    for o in now:
+        if o.id is not None:
+            by_id[o.id].append(o)
+    lines = []
+    for i in lost[:12]:
+        p, off = where.get(i, (-1, -1))
+        c_in = committed.get(f"{topics.events}/{p}", -1)
+        parts = [f"  {i}: input p{p}@{off} (committed {c_in}: {'past it' if c_in > off else 'not past it'})"]
+        for o in sorted(by_id[i], key=lambda o: o.ts):
+            c = committed.get(f"{topics.deferred}/{o.partition}", -1) if o.topic == "deferred" else None
+            note = "" if c is None else f" (committed {c}: {'past it' if c > o.offset else 'not past it'})"
+            parts.append(f"{o.topic} p{o.partition}@{o.offset} written {o.ts - t_ref:+.2f}s{note}")
+        lines.append("; ".join(parts))
+    if len(lost) > 12:
+        lines.append(f"  ... and {len(lost) - 12} more")
     return "\n".join(lines)

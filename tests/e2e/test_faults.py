@@ -3,11 +3,15 @@
 * SIGKILL of a worker in the middle of a steady stream, several times (tansu, 2 workers): every event ends
   up on `events.enriched` (or the DLQ); duplicates bounded by what was acked-but-uncommitted at each kill.
 * Graceful restarts (SIGTERM) while events flow: one worker (noida-db; tansu in the soak run): no loss and
-  no duplicates (README, Guarantees). Rolling restart of 2 workers (tansu): no loss; duplicates bounded in
-  CI, zero asserted in the soak run (20 graceful restarts: 0 since the commit-before-revoke fix; 131 before).
+  no duplicates (README, Guarantees). Rolling restart of 2 workers (tansu): no loss and zero duplicates,
+  in CI (2 restarts) and in the soak run (20 graceful restarts: 0 since the commit-before-revoke fix; 131 before).
   Rolling restart on noida-db wedges the consumer group (broker bug): `xfail(strict)`, soak only.
+* An exception inside inference (a test-only hook makes the model raise, pipeline/model/faults.py): the batch
+  is tried MODEL_ATTEMPTS times, then its events go to the DLQ as model_error with the reason; the worker goes on.
 * Broker restart (noida-db, data on disk): the worker is left running, reconnects by itself, and every
-  event from before and after the restart gets enriched.
+  event from before and after the restart gets enriched. Judged on the broker's log read afresh: a live
+  reader can miss records. noida-db itself can lose records it acknowledged when it stops (soak test
+  `test_noida_keeps_acknowledged_records`, strict xfail); a loss explained by that is reported as an xfail.
 
 Run: `pytest tests/e2e/test_faults.py -s` (figures are printed); `pytest -m soak -s` for the long runs.
 Add `--basetemp=DIR` to keep the worker logs of a failed run (pytest keeps only its last 3 temp dirs).
@@ -16,16 +20,23 @@ Add `--basetemp=DIR` to keep the worker logs of a failed run (pytest keeps only 
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
+import contextlib
 import random
 import time
+from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pipeline.batching.scheduler import MODEL_ATTEMPTS
 from pipeline.broker import EmbeddedBroker
 from pipeline.kafka_client import ensure_topics
-from tests.e2e.conftest import PARTITIONS, Topics, collect, free_port
+from pipeline.model.faults import FAIL_TIMES_ENV, FAIL_TOKEN_ENV
+from tests.e2e.conftest import PARTITIONS, Topics, collect, free_port, produce
 from tests.e2e.faults import (
     COMMIT_INTERVAL_S,
     MAX_BATCH,
@@ -33,10 +44,14 @@ from tests.e2e.faults import (
     StreamProducer,
     WorkerPool,
     explain_duplicates,
+    explain_lost,
     group_offsets,
+    log_diff,
+    log_events,
+    read_outputs,
     recheck_lost,
-    reread_final_ids,
     timeline,
+    vanished,
     wait_assigned,
 )
 
@@ -62,9 +77,30 @@ FINAL = ("enriched", "dlq")
 ROLLING_BUG = "rebalance replayed acked-but-uncommitted events (see pipeline/kafka_transport.py)"
 
 
-def _lost(reader: OutputReader, ids: list[str]) -> list[str]:
-    done = reader.done_ids()
-    return sorted(i for i in ids if i not in done)
+def _lost(reader: OutputReader, ids: list[str], bootstrap: str, topics: Topics) -> list[str]:
+    """Ids with no enriched or DLQ record. What the live reader lacks is looked up in the broker's log, read
+    afresh: a live consumer can miss records (seen on tansu in a 20-restart soak run, on noida-db after a broker
+    restart), and a record it missed is not a lost event. The misses are printed with what the reader had there."""
+    missing = set(ids) - reader.done_ids()
+    if not missing:
+        return []
+    now = read_outputs(bootstrap, topics)
+    found = [o for o in now if o.topic in FINAL and o.id in missing]
+    if found:
+        had = {(o.topic, o.partition, o.offset): o.id for o in reader.snapshot()}
+        print(
+            f"\n  the live reader missed {len({o.id for o in found})} ids that the broker's log has: "
+            + ", ".join(
+                f"{o.id} at {o.topic} p{o.partition}@{o.offset} (the reader had "
+                f"{had.get((o.topic, o.partition, o.offset), 'nothing')} there)"
+                for o in found[:8]
+            )
+        )
+    return sorted(missing - {o.id for o in found})
+
+
+def _since(last: float | None, t: float) -> str:
+    return "?" if last is None else f"{last - t:.1f}s"
 
 
 # ---- 1. SIGKILL mid-stream --------------------------------------------------------------------------------------
@@ -101,7 +137,7 @@ def _kill_cycles(broker, topics: Topics, tmp_path: Path, *, kills: int, rate: fl
         t_end = time.time()
 
         last = reader.wait_done(ids, timeout=max(60.0, len(ids) / 50.0))
-        lost = _lost(reader, ids)
+        lost = _lost(reader, ids, broker.bootstrap, topics)
         assert not lost, (
             f"{len(lost)}/{len(ids)} events lost after {kills} kills (kills at "
             f"{', '.join(f'+{t - producer.started_at:.2f}s' for t in kill_times)}):\n"
@@ -109,7 +145,6 @@ def _kill_cycles(broker, topics: Topics, tmp_path: Path, *, kills: int, rate: fl
             + "\n"
             + recheck_lost(broker.bootstrap, topics, lost, pool)
         )
-        assert last is not None
 
         # ---- duplicates, attributed to what caused them ----
         # A duplicate is an event whose output record a worker had produced but whose input offset was not
@@ -162,7 +197,7 @@ def _kill_cycles(broker, topics: Topics, tmp_path: Path, *, kills: int, rate: fl
 
         print(
             f"\n[{broker.engine}] {kills} SIGKILLs, {len(ids)} events at {rate:.0f}/s over {t_end - t_start:.1f}s, "
-            f"all enriched {last - t_end:.1f}s after the load stopped; {duplicates} duplicates in all: "
+            f"all enriched {_since(last, t_end)} after the load stopped; {duplicates} duplicates in all: "
             f"{sum(per_kill)} from kills, {sum(per_revoke.values())} from {len(per_revoke)} of the "
             f"{len(revokes)} survivor revokes"
         )
@@ -241,7 +276,7 @@ def _graceful_restarts(
         t_end = time.time()
 
         last = reader.wait_done(ids, timeout=60)
-        lost = _lost(reader, ids)
+        lost = _lost(reader, ids, broker.bootstrap, topics)
         assert not lost, (
             f"{len(lost)}/{len(ids)} events lost:\n"
             + explain_duplicates(reader, producer, pool, lost)
@@ -254,7 +289,7 @@ def _graceful_restarts(
         print(
             f"\n[{broker.engine}] {workers} worker(s), {len(steps)} graceful restarts: {len(ids)} events at "
             f"{rate:.0f}/s over {t_end - t_start:.1f}s, {duplicates} duplicates; all enriched "
-            f"{last - t_end:.1f}s after the load stopped; stop/settled after SIGTERM: {', '.join(steps)}"
+            f"{_since(last, t_end)} after the load stopped; stop/settled after SIGTERM: {', '.join(steps)}"
         )
         if duplicates:
             raise Duplicates(
@@ -273,17 +308,10 @@ def test_graceful_restart_no_duplicates(broker, topics, tmp_path) -> None:
 
 
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)
-def test_rolling_restart_loses_nothing(broker, topics, tmp_path) -> None:
-    """CI: rolling restart of 2 workers at 80/s. No loss. Duplicates should be zero (README) but are not
-    always (ROLLING_BUG, rare here: asserted by the soak variant); here they must stay within what the
-    survivors had acked but not committed: at most 1 s of input per rebalance (two per restart)."""
-    try:
-        _graceful_restarts(broker, topics, tmp_path, workers=2, rate=80)
-    except Duplicates as exc:
-        n = int(str(exc).split()[0])
-        bound = int(80 * COMMIT_INTERVAL_S * 2 * 2)
-        print(f"  {n} duplicates ({ROLLING_BUG}); bound {bound}\n{exc}")
-        assert n <= bound, str(exc)
+def test_rolling_restart_no_duplicates(broker, topics, tmp_path) -> None:
+    """CI: rolling restart of 2 workers at 80/s (2 graceful stops, ~4 survivor rebalances): no loss and, since
+    the commit-before-revoke in pipeline/kafka_transport.py, no duplicates (`Duplicates` carries the evidence)."""
+    _graceful_restarts(broker, topics, tmp_path, workers=2, rate=80)
 
 
 @pytest.mark.soak
@@ -310,7 +338,53 @@ def test_rolling_restart_noida(broker, topics, tmp_path) -> None:
     _graceful_restarts(broker, topics, tmp_path, workers=2, rate=40, settle_s=40)
 
 
-# ---- 3. broker restart (noida-db, on disk) ----------------------------------------------------------------------
+# ---- 3. an exception inside inference ----------------------------------------------------------------------------
+POISON = "slmtest-poison-5e1d"  # the fault hook's token (pipeline/model/faults.py): a batch holding it fails
+
+
+def _event(event_id: str, text: str) -> bytes:
+    return orjson.dumps({"id": event_id, "text": text, "ts": int(time.time() * 1000)})
+
+
+@pytest.mark.parametrize("broker", ["tansu"], indirect=True)
+def test_model_failure_retries_then_dead_letters(broker, topics, start_worker) -> None:
+    """The worker's model raises (test-only hook) on texts holding POISON, the first 4 times. A poison event,
+    alone in its batch: 3 attempts fail, then it goes to the DLQ as model_error with the reason; the worker goes
+    on and enriches the events after it. A second poison event: its first attempt fails (the 4th fault), the
+    retry succeeds, and it is enriched. Each step waits for the previous one, so each poison is a batch alone."""
+    worker = start_worker(**{FAIL_TOKEN_ENV: POISON, FAIL_TIMES_ENV: str(MODEL_ATTEMPTS + 1)})
+    out = [topics.enriched, topics.dlq]
+
+    def step(values: list[bytes], enriched: int, dlq: int) -> dict[str, list[dict]]:
+        asyncio.run(produce(broker.bootstrap, topics.events, values))
+        return asyncio.run(collect(broker.bootstrap, out, {topics.enriched: enriched, topics.dlq: dlq}, 30, 0.5))
+
+    step([_event(f"before-{i}", "I was charged twice for one order") for i in range(5)], 5, 0)
+    poison = _event("poison", f"Where is my parcel? {POISON}")
+    got = step([poison], 5, 1)
+    assert len(got[topics.dlq]) == 1, got[topics.dlq]
+    got = step([_event(f"after-{i}", "Please cancel my subscription") for i in range(5)], 10, 1)
+    got = step([_event("poison-once", f"Please reset my password {POISON}")], 11, 1)
+
+    assert worker.proc is not None and worker.proc.poll() is None, f"worker died:\n{worker.log_tail()}"
+    ids = Counter(d["id"] for d in got[topics.enriched])
+    want = [f"before-{i}" for i in range(5)] + [f"after-{i}" for i in range(5)] + ["poison-once"]
+    assert ids == Counter(want), ids
+    [dead] = got[topics.dlq]
+    assert dead["error"]["type"] == "model_error"
+    assert f"failed {MODEL_ATTEMPTS} times" in dead["error"]["message"], dead["error"]
+    assert "InjectedModelFault" in dead["error"]["message"], dead["error"]
+    assert base64.b64decode(dead["original"]["value_b64"]) == poison
+    assert dead["original"]["topic"] == topics.events
+
+    logged = log_events(worker)
+    attempts = [e["attempt"] for e in logged if e.get("event") == "model_call_failed"]
+    assert attempts == [*range(1, MODEL_ATTEMPTS + 1), 1], attempts  # 3 for the first poison, 1 for the second
+    assert [e["size"] for e in logged if e.get("event") == "batch_to_dlq"] == [1]
+    print(f"\n[{broker.engine}] model failures: attempts logged {attempts}; DLQ reason: {dead['error']['message']}")
+
+
+# ---- 4. broker restart (noida-db, on disk) ----------------------------------------------------------------------
 @pytest.fixture
 def noida_broker(tmp_path: Path):
     """A noida-db broker of this test's own (own port, state and data dir), which the test may restart."""
@@ -318,6 +392,82 @@ def noida_broker(tmp_path: Path):
     b.start()
     yield b
     b.stop()
+
+
+async def _produce_through_stop(bootstrap: str, topic: str, broker: EmbeddedBroker, tag: str) -> dict[tuple, bytes]:
+    """Produce (acks=all) for ~2.5 s; stop the broker gracefully 1 s in. Returns what the broker acknowledged:
+    (partition, offset) -> value."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2, request_timeout_ms=3000)
+    await producer.start()
+    futures = []
+    stop = asyncio.create_task(asyncio.sleep(1.0))
+    stopped: asyncio.Task | None = None
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < 2.5:
+        if stopped is None and stop.done():
+            stopped = asyncio.create_task(asyncio.to_thread(broker.stop, 20))
+        with contextlib.suppress(Exception):
+            value = f"{tag}-{i:07d}".encode()
+            futures.append((value, await producer.send(topic, value, partition=i % PARTITIONS)))
+        i += 1
+        if i % 50 == 0:
+            await asyncio.sleep(0.001)
+    assert stopped is not None
+    await stopped
+    acked = {}
+    for value, fut in futures:
+        with contextlib.suppress(Exception):
+            meta = await fut
+            acked[(meta.partition, meta.offset)] = value
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.stop(), 5)
+    return acked
+
+
+async def _read_partitions(bootstrap: str, topic: str) -> dict[tuple, bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        got: dict[tuple, bytes] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all([await consumer.position(tp) >= end[tp] for tp in tps]):
+            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                got.update(((tp.partition, r.offset), r.value) for r in records)
+        return got
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.soak
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="noida-db 0.2.3 goes on acknowledging (acks=all) and serving writes for the ~0.1 s between a SIGTERM and "
+    "its exit, and does not save them: 200-450 records (50-110 per partition) gone after the restart in 4 of 5 "
+    "single tries here, their offsets given to new records. Up to 5 stop/start cycles, so it shows. The cause of "
+    "test_broker_restart_worker_reconnects' occasional loss (one batch of worker outputs written then).",
+)
+def test_noida_keeps_acknowledged_records(noida_broker: EmbeddedBroker) -> None:
+    """Broker only, no worker: while a producer (acks=all) writes steadily, stop the broker gracefully and start
+    it again. Every record it acknowledged must still be at its offset."""
+    status = noida_broker.status()
+    topic = f"durability-{Topics().uid}"
+    asyncio.run(ensure_topics(status.bootstrap, [topic], PARTITIONS))
+    for cycle in range(1, 6):
+        acked = asyncio.run(_produce_through_stop(status.bootstrap, topic, noida_broker, f"c{cycle}"))
+        noida_broker.start()
+        now = asyncio.run(_read_partitions(status.bootstrap, topic))
+        lost = sorted(k for k, v in acked.items() if now.get(k) != v)
+        print(f"\n[noida] cycle {cycle}: {len(acked)} records acknowledged, {len(lost)} of them gone after the restart")
+        assert not lost, (
+            f"cycle {cycle}: {len(lost)} of {len(acked)} acknowledged records are gone after a graceful restart, "
+            f"e.g. {lost[:4]}; per partition: {Counter(p for p, _ in lost)}"
+        )
 
 
 def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path: Path) -> None:
@@ -353,31 +503,47 @@ def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path
         after = StreamProducer(status.bootstrap, topics.events, f"{topics.uid}-b", n=300, rate=100).start()
         after.join(60)
         ids = before.ids() + after.ids()
-        last = reader.wait_done(ids, timeout=120)
+        reader.wait_done(ids, timeout=60)
         assert worker.proc.poll() is None, f"worker died:\n{worker.log_tail()}"
-        lost = _lost(reader, ids)
-        if lost:  # the live reader's offsets jump when a restarted broker's log differs: ask the log itself
-            seen_again = reread_final_ids(status.bootstrap, topics)
-            print(f"  the live reader missed {len(lost)}; a fresh re-read finds {len(set(lost) & seen_again)}")
-            lost = sorted(set(lost) - seen_again)
-        assert not lost, (
-            f"{len(lost)}/{len(ids)} events lost, e.g. {lost[:5]}\n"
-            + recheck_lost(status.bootstrap, topics, lost, pool)
+        # The verdict comes from the broker's log as it is now, read afresh: a live reader cannot be trusted
+        # across this restart. noida-db loses the records it acknowledged in its last moments (written just after
+        # the SIGTERM, served, then not saved) and gives their offsets to new records, which a live reader already
+        # past those offsets never sees; the lost records' events had their inputs committed: they are gone.
+        now = read_outputs(status.bootstrap, topics)
+        finals = [o for o in now if o.topic in FINAL and o.id in set(ids)]
+        lost = sorted(set(ids) - {o.id for o in finals})
+        committed = group_offsets(status.bootstrap, group)
+        report = (
+            f"  live reader: no final record for {len(set(ids) - reader.done_ids())} ids (when not 0: written after the"
+            f" restart at offsets it had passed), {reader.reread} records delivered again, {len(reader.reused)}"
+            " offsets read twice with another record\n"
+            + log_diff(reader.snapshot(), now, t_stop)
             + f"\n  committed before the stop {offsets_before}\n  committed after the restart {offsets_after}"
-            + f"\n  committed now {group_offsets(status.bootstrap, group)}\n{worker.log_tail(40)}"
+            + f"\n  committed now {committed}"
         )
+        evidence = (
+            f"{len(lost)}/{len(ids)} events have no enriched or DLQ record in the broker's log:\n"
+            + explain_lost(lost, now, {**before.where, **after.where}, committed, topics, t_stop)
+            + "\n"
+            + report
+        )
+        gone = {o.id for o in vanished(reader.snapshot(), now) if o.topic in FINAL}
+        if lost and set(lost) <= gone:  # their outputs were acknowledged and served, then the broker lost them
+            pytest.xfail(f"noida-db lost records it had acknowledged (broker bug, not the worker's):\n{evidence}")
+        assert not lost, f"{evidence}\n{worker.log_tail(40)}"
 
         # Reconnected: the first output record the worker produced after the broker came back.
-        first_after = min((r.ts for r in reader.snapshot() if r.ts >= t_up), default=None)
+        first_after = min((o.ts for o in now if o.ts >= t_up), default=None)
         assert first_after is not None
-        first_b = min(r.ts for r in reader.snapshot() if r.id in set(after.ids()) and r.topic in FINAL)
-        counts = reader.final_counts()
+        first_b = min(o.ts for o in finals if o.id in set(after.ids()))
+        last = max(o.ts for o in finals)
+        counts = Counter(o.id for o in finals)
         duplicates = sum(counts[i] - 1 for i in ids)
         # Duplicates are allowed here (at-least-once): what the worker had output but not committed when
         # the broker went away is read again -- the outputs of the last commit interval (+0.5 s) before the
         # stop, everything it output while the broker was away (those commits fail; records created then
         # are delivered after the restart), plus a batch per partition.
-        stamps = [r.ts for r in reader.snapshot()]
+        stamps = [o.ts for o in now]
         window = COMMIT_INTERVAL_S + 0.5
         bound = MAX_BATCH * PARTITIONS + sum(t_stop - window <= t <= t_up for t in stamps)
         print(
@@ -385,9 +551,7 @@ def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path
             f"stopped (stop took {stop_s:.1f}s, down {t_up - t_stop:.1f}s); the worker produced again "
             f"{first_after - t_up:.1f}s after the broker was back, the first new event was enriched "
             f"{first_b - t_up:.1f}s after; all {len(ids)} enriched {last - t_up:.1f}s after the restart; "
-            f"{duplicates} duplicates (bound {bound}); the test's reader got {reader.reread} records again at "
-            f"offsets it had read (position reset)\n  committed before the stop {offsets_before}\n"
-            f"  committed after the restart {offsets_after}"
+            f"{duplicates} duplicates (bound {bound})\n{report}"
         )
         assert duplicates <= bound
 
