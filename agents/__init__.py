@@ -2,6 +2,7 @@
 
 classify.py  events → validate → scheduler (batch → model → events.enriched / events.dlq / events.deferred)
              events.deferred → validate → scheduler's deferred lane
+analyze.py   events.enriched → windows → events.summaries / events.stats / events.alerts (when enabled)
 """
 
-from agents import classify  # noqa: F401  (registers the agents with the app)
+from agents import analyze, classify  # noqa: F401  (registers the agents with the app)

@@ -47,6 +47,7 @@ MAX_DESCRIPTION_CHARS = 1000
 MAX_EXAMPLES = 64
 MAX_EXAMPLE_CHARS = 1000
 MIN_WEB_TOKEN_CHARS = 16
+MAX_SOCKET_PATH_BYTES = 107  # a Unix socket address holds 108 bytes with the final NUL (Linux)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -72,6 +73,9 @@ class TopicsSettings(_Section):
     enriched: str = "events.enriched"
     dlq: str = "events.dlq"
     deferred: str = "events.deferred"
+    summaries: str = "events.summaries"
+    stats: str = "events.stats"
+    alerts: str = "events.alerts"
 
 
 class InputSettings(_Section):
@@ -105,6 +109,106 @@ class ModelSettings(_Section):
     # Texts sorted by length run in sub-batches of this size, each padded only to its own longest text.
     sub_batch: int = Field(8, ge=1, le=4096)
     provider: Literal["auto", "cpu", "cuda"] = "auto"
+    # Unix socket of `slmstream model-server`: this host's workers share its one model. None: the model in-process.
+    server_socket: Path | None = None
+    # How long a call waits for the model server (at start, across a server restart) before it fails.
+    server_wait_s: float = Field(30.0, gt=0, le=3600)
+
+    @field_validator("server_socket", mode="before")
+    @classmethod
+    def _empty_socket_is_in_process(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("server_socket")
+    @classmethod
+    def _usable_socket_path(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        v = v.expanduser()
+        if len(os.fsencode(str(v))) > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(
+                f"{len(os.fsencode(str(v)))} bytes; a Unix socket path has at most {MAX_SOCKET_PATH_BYTES}: use a "
+                "shorter one, e.g. $XDG_RUNTIME_DIR/slmstream/model.sock"
+            )
+        if v.is_dir():
+            raise ValueError(f"{v} is a directory; give the socket file's path, e.g. {v / 'model.sock'}")
+        return v
+
+
+class SummariesSettings(_Section):
+    """Per-key window summaries (pipeline/analytics): off unless enabled (it loads the generator)."""
+
+    enabled: bool = False
+    # What groups events: `key`, `source`, or `attrs.<dotted.path>`; events without it share the key "".
+    key: str = Field("key", min_length=1)
+    window_s: float = Field(60.0, gt=0, le=86400, description="tumbling window length (event time)")
+    grace_s: float = Field(5.0, ge=0, le=3600, description="a window closes this long after its end")
+    max_events: int = Field(0, ge=0, description="close a window early at this many events (0: off)")
+    max_events_per_window: int = Field(5000, ge=1, description="memory bound: a fuller window closes early")
+    max_open_windows: int = Field(10000, ge=1)
+    max_held: int = Field(20000, ge=2, description="records held unacked before the agent stops pulling")
+    min_events_abstractive: int = Field(3, ge=1, description="smaller windows get an extractive summary")
+    budget_s: float = Field(10.0, gt=0, le=3600, description="a summary is due this long after its window closes")
+    max_new_tokens: int = Field(40, ge=4, le=512)
+    prompt_events: int = Field(10, ge=1, le=100, description="messages per generator prompt")
+    generator: str = Field(
+        "smollm2-135m-int8",
+        min_length=1,
+        description="generator: a catalog or imported name (slmstream models list), or a model directory path",
+    )
+    threads: int = Field(1, ge=1, le=256, description="generator's onnxruntime threads")
+    nice: int = Field(10, ge=0, le=19, description="generator thread's lower CPU priority (0: same as the rest)")
+    max_batch: int = Field(8, ge=1, le=256, description="prompts per generator call")
+    extractive_k: int = Field(2, ge=1, le=20, description="texts in an extractive summary")
+    extractive_max_texts: int = Field(64, ge=1, le=4096, description="texts encoded per extractive summary")
+
+    @field_validator("key")
+    @classmethod
+    def _key_spec(cls, v: str) -> str:
+        if v in ("key", "source") or (v.startswith("attrs.") and all(v.split(".")[1:])):
+            return v
+        raise ValueError("use `key`, `source` or `attrs.<path>` (e.g. attrs.ticket_id, attrs.conversation.id)")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SummariesSettings:
+        if self.max_events and self.max_events > self.max_events_per_window:
+            raise ValueError(
+                f"max_events ({self.max_events}) must be <= max_events_per_window ({self.max_events_per_window})"
+            )
+        if self.max_held < 2 * self.max_events_per_window:
+            raise ValueError(
+                f"max_held ({self.max_held}) must be >= 2 x max_events_per_window ({self.max_events_per_window}): "
+                "a full window must fit while the previous one awaits its summary"
+            )
+        return self
+
+
+class AlertsSettings(_Section):
+    """Spike alerts per label over global windows of summaries.window_s (pipeline/analytics/alerts.py)."""
+
+    enabled: bool = False
+    baseline_windows: int = Field(10, ge=1, le=10000, description="rolling baseline: the last K windows")
+    min_baseline_windows: int = Field(3, ge=1, le=10000, description="no alert before this many windows")
+    min_count: int = Field(5, ge=1)
+    ratio: float | None = Field(3.0, gt=1.0, description="alert when count >= ratio x max(mean, 1)")
+    z: float | None = Field(3.0, gt=0, description="alert when (count - mean) / std >= z")
+
+    @field_validator("ratio", "z", mode="before")
+    @classmethod
+    def _off(cls, v: Any) -> Any:
+        # From an env var a rule is switched off with "off" (or "none", "null", "").
+        return None if isinstance(v, str) and v.strip().lower() in ("", "off", "none", "null") else v
+
+    @model_validator(mode="after")
+    def _a_rule(self) -> AlertsSettings:
+        if self.ratio is None and self.z is None:
+            raise ValueError("set alerts.ratio, alerts.z or both: with neither no alert could fire")
+        if self.min_baseline_windows > self.baseline_windows:
+            raise ValueError(
+                f"min_baseline_windows ({self.min_baseline_windows}) must be <= baseline_windows "
+                f"({self.baseline_windows})"
+            )
+        return self
 
 
 class ClassifierSettings(_Section):
@@ -259,6 +363,8 @@ class Settings(BaseSettings):
     classifier: ClassifierSettings = ClassifierSettings()
     web: WebSettings = WebSettings()
     kafka: KafkaSettings = KafkaSettings()
+    summaries: SummariesSettings = SummariesSettings()
+    alerts: AlertsSettings = AlertsSettings()
     labels: dict[str, Label] = Field(min_length=2)
     taxonomy_version: str | None = None
 

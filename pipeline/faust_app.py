@@ -122,3 +122,8 @@ enriched_topic = _raw_topic(app, settings.topics.enriched, _p)
 dlq_topic = _raw_topic(app, settings.topics.dlq, _p)
 deferred_topic = _raw_topic(app, settings.topics.deferred, _p)
 ALL_TOPICS = (events_topic, enriched_topic, dlq_topic, deferred_topic)
+# Written by the `analyze` agent (agents/analyze.py); declared at start only when summaries or alerts are on.
+summaries_topic = _raw_topic(app, settings.topics.summaries, _p)
+stats_topic = _raw_topic(app, settings.topics.stats, _p)
+alerts_topic = _raw_topic(app, settings.topics.alerts, _p)
+ANALYTICS_TOPICS = (summaries_topic, stats_topic, alerts_topic)

@@ -47,6 +47,19 @@ CONSUMER_LAG = Gauge(
     "slmstream_consumer_lag", "High watermark minus committed offset", ["topic", "partition"], registry=REGISTRY
 )
 
+# Window analytics (pipeline/analytics/runner.py)
+SUMMARIES = Counter("slmstream_summaries", "Window summaries written, by method", ["method"], registry=REGISTRY)
+SUMMARY_LATENCY = Histogram(
+    "slmstream_summary_latency_seconds",
+    "From a window's close to its summary being acknowledged",
+    registry=REGISTRY,
+    buckets=(0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120),
+)
+ALERTS = Counter("slmstream_alerts", "Spike alerts written, by label", ["label"], registry=REGISTRY)
+ANALYTICS_HELD = Gauge(
+    "slmstream_analytics_held", "Enriched records held in windows or awaiting their summary", registry=REGISTRY
+)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

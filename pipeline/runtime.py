@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from functools import partial
 
 import structlog
 
 from pipeline import metrics
+from pipeline.analytics.embedder import ClassifierEmbedder
+from pipeline.analytics.runner import WindowAnalytics
 from pipeline.batching.scheduler import BatchScheduler
 from pipeline.config import Settings
-from pipeline.faust_app import ALL_TOPICS, SlmApp
-from pipeline.model.base import ModelError
+from pipeline.faust_app import ALL_TOPICS, ANALYTICS_TOPICS, SlmApp
+from pipeline.model.base import ModelError, SmallModel
 from pipeline.model.catalog import read_manifest
 from pipeline.model.classifier import LabelClassifier
+from pipeline.model.faults import with_injected_faults
+from pipeline.model.identity import IDENTITY, IdentityEncoder
 from pipeline.model.onnx_encoder import load_encoder
 from pipeline.model.worker import ModelWorker
 from pipeline.output.sink import FaustSink
@@ -28,20 +33,62 @@ WARMUP_TEXT = "warm-up text for the model, about as long as a short customer mes
 
 def load_classifier(settings: Settings, name: str) -> LabelClassifier:
     m = settings.model
-    encoder = load_encoder(
-        m.cache_dir, name, threads=m.threads, max_tokens=m.max_tokens, provider=m.provider, sub_batch=m.sub_batch
-    )
+    encoder: SmallModel
+    if name == IDENTITY:  # no model: measures the pipeline itself (pipeline/model/identity.py)
+        encoder = IdentityEncoder()
+    else:
+        encoder = load_encoder(
+            m.cache_dir, name, threads=m.threads, max_tokens=m.max_tokens, provider=m.provider, sub_batch=m.sub_batch
+        )
+    encoder = with_injected_faults(encoder)  # TEST-ONLY: a no-op unless SLMTEST_MODEL_FAIL_TOKEN is set
     c = settings.classifier
     return LabelClassifier(encoder, settings.labels, min_confidence=c.min_confidence, temperature=c.temperature)
 
 
 def preflight(settings: Settings) -> None:
     """Check the models this worker will load exist, before Faust connects anywhere (ModelError if not)."""
+    if settings.summaries.enabled:  # the generator is always loaded in this process
+        from pipeline.model.onnx_generator import generator_dir, read_generator_manifest
+
+        read_generator_manifest(generator_dir(settings.model.cache_dir, settings.summaries.generator))
+    if settings.model.server_socket is not None:
+        return  # the model server loads (and checks) the models
     names = [settings.model.encoder]
     if settings.batching.late_policy == "degrade":
         names.append(settings.model.fallback)
     for name in names:
-        read_manifest(settings.model.cache_dir, name)
+        if name != IDENTITY:  # the identity model has no files
+            read_manifest(settings.model.cache_dir, name)
+
+
+async def start_analytics(settings: Settings, encoder: ModelWorker, sink: FaustSink) -> WindowAnalytics:
+    """The window analytics: the generator loaded on its own thread (summaries on), the classifier's encoder
+    reused for extractive summaries, and the dashboard fed with every record the broker acknowledged."""
+    from pipeline.dashboard.live import LIVE
+    from pipeline.model.generator_worker import GeneratorWorker
+    from pipeline.model.onnx_generator import load_generator
+
+    s = settings.summaries
+    generator = None
+    if s.enabled:
+        generator = await GeneratorWorker(nice=s.nice).load(
+            partial(load_generator, settings.model.cache_dir, s.generator, threads=s.threads, max_batch=s.max_batch)
+        )
+    analytics = WindowAnalytics(
+        settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, live=LIVE
+    )
+    if generator is not None:  # a first real call: onnxruntime's first run is slow, and the planner learns
+        _, stats = await generator.generate([WARMUP_TEXT], 8)
+        analytics.gen_time.observe(stats.prompt_tokens, stats.prefill_s, stats.new_tokens, stats.decode_s)
+    log.info(
+        "analytics_ready",
+        summaries=s.enabled,
+        alerts=settings.alerts.enabled,
+        key=s.key,
+        window_s=s.window_s,
+        generator=generator.name if generator else None,
+    )
+    return analytics
 
 
 class Runtime:
@@ -54,6 +101,7 @@ class Runtime:
         self.app = app
         self.scheduler: BatchScheduler | None = None
         self._ready: asyncio.Event | None = None
+        self.analytics: WindowAnalytics | None = None  # summaries/stats/alerts, when enabled
 
     def _ready_event(self) -> asyncio.Event:
         if self._ready is None:
@@ -67,13 +115,19 @@ class Runtime:
 
     async def run(self) -> None:
         settings = self.app.settings
-        for topic in ALL_TOPICS:
+        analytics_on = settings.summaries.enabled or settings.alerts.enabled
+        for topic in ALL_TOPICS + (ANALYTICS_TOPICS if analytics_on else ()):
             await topic.maybe_declare()
         try:
-            primary = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.encoder))
-            fallback = None
-            if settings.batching.late_policy == "degrade":
-                fallback = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.fallback))
+            fallback: ModelWorker | None = None
+            if settings.model.server_socket is not None:  # one model process shared by this host's workers
+                from pipeline.model.remote import connect_workers
+
+                primary, fallback = await connect_workers(settings)
+            else:
+                primary = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.encoder))
+                if settings.batching.late_policy == "degrade":
+                    fallback = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.fallback))
         except ModelError as exc:
             log.error("model_load_failed", error=str(exc))
             print(f"slmstream: cannot start: {exc}", file=sys.stderr)
@@ -81,6 +135,14 @@ class Runtime:
             return
         scheduler = BatchScheduler(settings, primary, fallback, FaustSink(self.app))
         await self._warm_up(scheduler, primary)
+        if analytics_on:
+            try:
+                self.analytics = await start_analytics(settings, primary, FaustSink(self.app))
+            except ModelError as exc:
+                log.error("model_load_failed", error=str(exc))
+                print(f"slmstream: cannot start: {exc}", file=sys.stderr)
+                await self.app.crash(exc)
+                return
         self.scheduler = scheduler
         self._ready_event().set()
         max_batch = settings.batching.max_batch
@@ -95,7 +157,15 @@ class Runtime:
                 n: round(scheduler.service_time.estimate(n) * 1000, 1) for n in (1, settings.batching.max_batch)
             },
         )
-        await scheduler.run()
+        if self.analytics is not None:
+            await asyncio.gather(scheduler.run(), self.analytics.run())
+        else:
+            await scheduler.run()
+
+    async def analytics_ready(self) -> WindowAnalytics:
+        await self.ready()
+        assert self.analytics is not None, "the analyze agent runs only with summaries or alerts enabled"
+        return self.analytics
 
     async def _warm_up(self, scheduler: BatchScheduler, worker: ModelWorker) -> None:
         """A few real batches: onnxruntime's first runs are slow, and the service-time model needs data."""

@@ -3,6 +3,9 @@
 `event.schema.json`    the input event on `events`
 `enriched.schema.json` the result on `events.enriched`
 `dlq.schema.json`      the dead-letter record on `events.dlq`
+`summary.schema.json`  a window summary on `events.summaries`
+`stats.schema.json`    per-window counts on `events.stats`
+`alert.schema.json`    a spike alert on `events.alerts`
 """
 
 from schemas.types import DLQ_ERROR_TYPES, Event, Origin, load_schema

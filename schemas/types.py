@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypedDict
 
 # The `error.type` values a DLQ record may carry (kept equal to dlq.schema.json by a test).
 DLQ_ERROR_TYPES = (
@@ -59,6 +59,60 @@ class Event:
 
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """Load `event`, `enriched` or `dlq` schema from this package."""
+    """Load a schema from this package: `event`, `enriched`, `dlq`, `summary`, `stats` or `alert`."""
     text = resources.files("schemas").joinpath(f"{name}.schema.json").read_text()
     return json.loads(text)
+
+
+class WindowBounds(TypedDict):
+    """A window of the summary, alert and stats records: RFC 3339 and epoch milliseconds, [start, end)."""
+
+    start: str
+    end: str
+    start_ms: int
+    end_ms: int
+    part: int  # 0; 1, 2, ... for later windows of the same time range after an every-N (or size) close
+    closed_by: str  # time | max_events | size | capacity | shutdown
+
+
+class SummaryRecord(TypedDict):
+    key: str
+    window: WindowBounds
+    count: int
+    late: int
+    labels: dict[str, int]
+    summary: str
+    method: str  # abstractive | extractive
+    model: str
+    latency_ms: float  # from the window's close to the record
+    budget_met: bool
+    sample_ids: list[str]
+
+
+class Baseline(TypedDict):
+    mean: float
+    std: float
+    windows: int
+
+
+class AlertRecord(TypedDict):
+    label: str
+    window: WindowBounds
+    count: int
+    baseline: Baseline
+    ratio: float
+    z: float | None
+    rule: str  # ratio | z | ratio+z
+    sample_ids: list[str]
+    explanation: str
+    method: str
+    model: str
+
+
+class StatsRecord(TypedDict):
+    window: WindowBounds
+    events: int
+    late: int
+    labels: dict[str, int]
+    sources: dict[str, int]
+    latency_ms: dict[str, float | None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pipeline.broker import BrokerError, EmbeddedBroker
+from pipeline.cli.analytics_render import render_analytics, render_analytics_line
 from pipeline.cli.common import settings_or_exit
 from pipeline.cli.topics import _produce, render, security_kwargs_or_exit
 from pipeline.kafka_client import ensure_topics
@@ -35,6 +37,10 @@ def demo(
     web_port: Annotated[int, typer.Option(help="Worker web port (metrics).")] = 6066,
     run_dir: Annotated[Path, typer.Option(help="Logs and state.")] = Path(".run/demo"),
     timeout: Annotated[float, typer.Option(help="Give up waiting for results after this many seconds.")] = 120.0,
+    analytics: Annotated[bool, typer.Option(help="Window summaries, stats and spike alerts.")] = True,
+    window: Annotated[float, typer.Option(help="Summary/alert window in seconds (short for a demo).")] = 2.0,
+    spike: Annotated[Path, typer.Option(help="Events sent in one burst at the end: a planted spike.")] = DATA
+    / "spike_events.jsonl",
 ) -> None:
     """Start a broker and a worker, produce the sample events, show results live, then a summary."""
     settings = settings_or_exit()
@@ -47,6 +53,9 @@ def demo(
         with console.status(f"starting the {engine} broker on 127.0.0.1:{port}"):
             status = broker.start()
         env = {"SLMSTREAM_BROKER": status.url, "SLMSTREAM_APP_ID": "slmstream-demo", "SLMSTREAM_LOG_FORMAT": "json"}
+        if analytics:
+            env |= demo_analytics_env(window)
+            settings = settings_or_exit_with(env)
         worker = WorkerProcess(env, run_dir / "worker.log", run_dir / "worker-data", web_port)
         with console.status("starting the worker (loading the model)"):
             asyncio.run(
@@ -63,7 +72,8 @@ def demo(
         console.print(f"live dashboard while the demo runs: [bold]{worker.url}/dashboard[/]")
         valid = [ln for ln in events.read_bytes().splitlines() if ln.strip()]
         bad = [ln for ln in malformed.read_bytes().splitlines() if ln.strip()]
-        asyncio.run(_run(settings, status.bootstrap, valid, bad, rate, timeout))
+        burst = [ln for ln in spike.read_bytes().splitlines() if ln.strip()] if analytics else []
+        asyncio.run(_run(settings, status.bootstrap, valid, bad, rate, timeout, burst))
     except (BrokerError, WorkerError) as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -79,13 +89,69 @@ def demo(
 
 def _topic_names(settings) -> list[str]:
     t = settings.topics
-    return [t.events, t.enriched, t.dlq, t.deferred]
+    names = [t.events, t.enriched, t.dlq, t.deferred]
+    if settings.summaries.enabled or settings.alerts.enabled:
+        names += [t.summaries, t.stats, t.alerts]
+    return names
 
 
-async def _run(settings, bootstrap: str, valid: list[bytes], bad: list[bytes], rate: float, timeout: float) -> None:
+def demo_analytics_env(window_s: float) -> dict[str, str]:
+    """Summaries keyed by `source` (the sample events have 5), short windows, alerts after 2 windows. A
+    SLMSTREAM_* variable the user set wins over these."""
+    env = {
+        "SLMSTREAM_SUMMARIES__ENABLED": "true",
+        "SLMSTREAM_SUMMARIES__KEY": "source",
+        "SLMSTREAM_SUMMARIES__WINDOW_S": f"{window_s:g}",
+        "SLMSTREAM_SUMMARIES__GRACE_S": "1",
+        "SLMSTREAM_ALERTS__ENABLED": "true",
+        "SLMSTREAM_ALERTS__MIN_BASELINE_WINDOWS": "2",
+    }
+    return {k: v for k, v in env.items() if k not in os.environ}
+
+
+def settings_or_exit_with(env: dict[str, str]):
+    """The settings the worker will see with `env` on top of ours (the demo reads the same topics)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return settings_or_exit()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+async def _produce_with_spike(
+    settings, bootstrap: str, stream: list[bytes], burst: list[bytes], rate: float, spike_sent: list[float]
+) -> None:
+    """The sample stream at `rate`, then the planted spike in one burst at the start of a fresh window."""
+    t = settings.topics
+    kwargs = security_kwargs_or_exit(settings)
+    await _produce(stream, t.events, rate, bootstrap, t.partitions, kwargs)
+    if burst:
+        w = settings.summaries.window_s
+        await asyncio.sleep((int(time.time() // w) + 1) * w + 0.1 - time.time())  # two windows never share it
+        spike_sent.append(time.time())
+        await _produce(burst, t.events, 0.0, bootstrap, t.partitions, kwargs)
+
+
+async def _run(
+    settings,
+    bootstrap: str,
+    valid: list[bytes],
+    bad: list[bytes],
+    rate: float,
+    timeout: float,
+    burst: list[bytes] | None = None,
+) -> None:
+    t = settings.topics
+    analytics = settings.summaries.enabled or settings.alerts.enabled
     consumer = AIOKafkaConsumer(
-        settings.topics.enriched,
-        settings.topics.dlq,
+        t.enriched,
+        t.dlq,
+        *([t.summaries, t.alerts] if analytics else []),
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -96,35 +162,80 @@ async def _run(settings, bootstrap: str, valid: list[bytes], bad: list[bytes], r
     enriched: list[dict] = []
     dlq: list[dict] = []
     recent: list[str] = []
+    found: list[dict] = []  # summaries and alerts
+    spike_sent: list[float] = []
     t0 = time.time()
+    burst = burst or []
     producing = asyncio.ensure_future(
-        _produce(
-            _interleave(valid, bad),
-            settings.topics.events,
-            rate,
-            bootstrap,
-            settings.topics.partitions,
-            security_kwargs_or_exit(settings),
-        )
+        _produce_with_spike(settings, bootstrap, _interleave(valid, bad), burst, rate, spike_sent)
     )
+    valid = valid + burst
+    # After the spike: its window closes (window + grace), then its summaries and the alert (budget); the
+    # generator may still be finishing earlier windows' summaries until then.
+    s = settings.summaries
+    analytics_wait = s.window_s + s.grace_s + s.budget_s + 1.0
     try:
         with Live(console=console, refresh_per_second=8, transient=False) as live:
             deadline = time.monotonic() + timeout
-            while (len(enriched) < len(valid) or len(dlq) < len(bad)) and time.monotonic() < deadline:
+            while time.monotonic() < deadline and not _done(
+                enriched, dlq, found, valid, bad, spike_sent, analytics_wait
+            ):
                 batch = await consumer.getmany(timeout_ms=100)
-                for records in batch.values():
+                for tp, records in batch.items():
                     for rec in records:
                         doc = orjson.loads(rec.value)
                         doc["_seen"] = time.time()
+                        if tp.topic in (t.summaries, t.alerts) and analytics:
+                            found.append(doc)
+                            continue
                         (enriched if "analysis" in doc else dlq).append(doc)
                         recent.append(render(rec.value, False))
                 recent = recent[-12:]
-                live.update(_panel(enriched, dlq, len(valid), len(bad), recent))
+                live.update(_panel(enriched, dlq, len(valid), len(bad), recent, found))
         await producing
     finally:
         producing.cancel()
         await consumer.stop()
     _summary(enriched, dlq, len(valid), len(bad), t0, rate)
+    if analytics:
+        _analytics_summary(found)
+
+
+def _done(
+    enriched: list[dict],
+    dlq: list[dict],
+    found: list[dict],
+    valid: list[bytes],
+    bad: list[bytes],
+    spike_sent: list[float],
+    analytics_wait: float,
+) -> bool:
+    if len(enriched) < len(valid) or len(dlq) < len(bad):
+        return False
+    if not spike_sent:  # no analytics, or no spike planted
+        return True
+    # The alert of the spike's own window (an earlier one does not do), once every summary is due; at the
+    # latest 10 s after that.
+    spike_alert = any("explanation" in d and d["window"]["end_ms"] > spike_sent[0] * 1000 for d in found)
+    waited = time.time() - spike_sent[0]
+    return (spike_alert and waited > analytics_wait) or waited > analytics_wait + 10.0
+
+
+def _analytics_summary(found: list[dict]) -> None:
+    summaries = [d for d in found if "summary" in d]
+    alerts = [d for d in found if "explanation" in d]
+    console.rule("window summaries and alerts")
+    for d in summaries[-6:]:
+        console.print(render_analytics(d) or "", soft_wrap=True, highlight=False)
+    for d in alerts:
+        console.print(render_analytics(d) or "", soft_wrap=True, highlight=False)
+    methods = Counter(d["method"] for d in summaries)
+    met = sum(d["budget_met"] for d in summaries)
+    console.print(
+        f"summaries {len(summaries)} ({', '.join(f'{k} {v}' for k, v in methods.most_common()) or 'none'}; "
+        f"budget met {met}/{len(summaries)}); alerts {len(alerts)}"
+        + (f": {', '.join(sorted({a['label'] for a in alerts}))}" if alerts else "")
+    )
 
 
 def _interleave(valid: list[bytes], bad: list[bytes]) -> list[bytes]:
@@ -136,7 +247,9 @@ def _interleave(valid: list[bytes], bad: list[bytes]) -> list[bytes]:
     return out
 
 
-def _panel(enriched: list[dict], dlq: list[dict], n_valid: int, n_bad: int, recent: list[str]) -> Group:
+def _panel(
+    enriched: list[dict], dlq: list[dict], n_valid: int, n_bad: int, recent: list[str], found: list[dict] | None = None
+) -> Group:
     labels = Counter(d["analysis"]["label"] for d in enriched)
     head = Table.grid(padding=(0, 2))
     head.add_row(
@@ -144,7 +257,8 @@ def _panel(enriched: list[dict], dlq: list[dict], n_valid: int, n_bad: int, rece
         f"dlq [bold]{len(dlq)}[/]/{n_bad}",
         "  ".join(f"{k} {v}" for k, v in labels.most_common()),
     )
-    return Group(head, *recent)
+    latest = [render_analytics_line(d) for d in (found or [])[-3:]]
+    return Group(head, *recent, *latest)
 
 
 def _summary(enriched: list[dict], dlq: list[dict], n_valid: int, n_bad: int, t0: float, rate: float) -> None:

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from pipeline.cli.analytics_render import TOPIC_ALIASES, render_analytics
 from pipeline.cli.common import err, settings_or_exit
 from pipeline.config import ConfigError, Settings
 from pipeline.kafka_client import bootstrap_servers, client_security_kwargs, ensure_topics
@@ -107,7 +108,10 @@ async def _produce(
 
 
 def tail(
-    topic: Annotated[str, typer.Argument(help="Topic to read, e.g. events.enriched or events.dlq.")],
+    topic: Annotated[
+        str,
+        typer.Argument(help="Topic to read, e.g. events.enriched, events.dlq, or summaries / alerts / stats."),
+    ],
     n: Annotated[int, typer.Option("-n", help="Show the last N records of each partition (0: from the start).")] = 10,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for new records.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print each value as one JSON line.")] = False,
@@ -115,6 +119,8 @@ def tail(
 ) -> None:
     """Print records from a topic: readable by default, raw JSON lines with --json."""
     settings = settings_or_exit()
+    if topic in TOPIC_ALIASES:
+        topic = getattr(settings.topics, topic)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             _tail(
@@ -190,6 +196,9 @@ def render(value: bytes | None, as_json: bool) -> str:
             f"[bold]{a['label']:<17}[/] {a['score']:.2f} {a['latency_ms']['total']:7.1f} ms "
             f"{escape(doc['id']):<14} {escape(text)}{flags}"
         )
+    analytics = render_analytics(doc)
+    if analytics is not None:
+        return analytics
     if "error" in doc and "original" in doc:
         o = doc["original"]
         return (

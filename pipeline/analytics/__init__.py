@@ -1,0 +1,11 @@
+"""Window summaries, per-window stats and spike alerts over enriched records.
+
+windows.py     per-key tumbling windows by event time (pure, clock passed in)
+stats.py       counts per label and source, latency, of one global window
+alerts.py      per-label spikes against a rolling baseline
+extractive.py  the texts nearest a window's embedding centroid
+summarizer.py  abstractive or extractive per window (learnt generator time vs the budget), prompts
+records.py     the summary / alert records (schemas/*.schema.json)
+runner.py      the async loop: windows → planner → model threads → sink → acks after the broker's
+embedder.py    embeddings from the classifier's encoder, on its model thread
+"""

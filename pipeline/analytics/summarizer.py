@@ -1,0 +1,151 @@
+"""Which closed windows get an abstractive summary from the generator, and in which batches.
+
+A window (or an alert's explanation) is a `Job` with a deadline: its close time + `budget_s`. The planner sends
+it to the generator only when it has at least `min_events_abstractive` events and the learnt generation time
+says the batch it joins finishes before the deadline of every job in that batch, counting the work the
+generator already has; everything else gets an extractive summary. Jobs are taken earliest deadline first and
+packed into batches of up to `max_batch` prompts (the generator decodes a batch in step).
+
+`GenerationTime` learns seconds per prompt token (prefill) and per new token (decode) from the generator's own
+statistics, as decayed ratios, so the estimate follows the machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+PROMPT_QUESTION = "What is the common problem? Answer in one sentence."
+PROMPT_MAX_CHARS = 200  # per message in a prompt
+
+
+class GenerationTime:
+    def __init__(self, per_prompt_token_s: float = 0.003, per_new_token_s: float = 0.025, decay: float = 0.7) -> None:
+        # Priors: SmolLM2-135M int8 on one core of this class of machine (models.md), worth about one batch.
+        self._decay = decay
+        self._prompt_tokens, self._prefill_s = 300.0, 300.0 * per_prompt_token_s
+        self._new_tokens, self._decode_s = 40.0, 40.0 * per_new_token_s
+        self.observed = 0
+
+    def observe(self, prompt_tokens: int, prefill_s: float, new_tokens: int, decode_s: float) -> None:
+        d = self._decay
+        if prompt_tokens > 0 and prefill_s >= 0:
+            self._prompt_tokens = self._prompt_tokens * d + prompt_tokens
+            self._prefill_s = self._prefill_s * d + prefill_s
+        if new_tokens > 0 and decode_s >= 0:
+            self._new_tokens = self._new_tokens * d + new_tokens
+            self._decode_s = self._decode_s * d + decode_s
+        self.observed += 1
+
+    @property
+    def per_prompt_token_s(self) -> float:
+        return self._prefill_s / self._prompt_tokens
+
+    @property
+    def per_new_token_s(self) -> float:
+        return self._decode_s / self._new_tokens
+
+    def estimate(self, prompt_tokens: int, new_tokens: int) -> float:
+        return prompt_tokens * self.per_prompt_token_s + new_tokens * self.per_new_token_s
+
+
+@dataclass(slots=True)
+class Job:
+    """One text to write: a window's summary or an alert's explanation."""
+
+    prompt: str
+    prompt_tokens: int
+    events: int
+    deadline: float  # wall-clock seconds: close + budget
+    payload: Any = None  # what the runner needs back (the window, the alert)
+
+
+@dataclass(slots=True)
+class Plan:
+    batches: list[list[Job]] = field(default_factory=list)  # to the generator, in this order
+    extractive: list[Job] = field(default_factory=list)
+    finish_at: float = 0.0  # when the generator is expected to be done with these batches
+
+
+class SummaryPlanner:
+    def __init__(
+        self,
+        time_model: GenerationTime,
+        *,
+        min_events_abstractive: int,
+        max_new_tokens: int,
+        max_batch: int,
+        enabled: bool = True,
+    ) -> None:
+        self.time = time_model
+        self.min_events = min_events_abstractive
+        self.max_new_tokens = max_new_tokens
+        self.max_batch = max(1, max_batch)
+        self.enabled = enabled  # False: no generator, every job is extractive
+
+    def batch_time(self, jobs: Sequence[Job]) -> float:
+        """Estimated seconds for one generator call on `jobs` (every row may run to the token cap)."""
+        return self.time.estimate(sum(j.prompt_tokens for j in jobs), len(jobs) * self.max_new_tokens)
+
+    def plan(self, jobs: Sequence[Job], now: float, busy_until: float) -> Plan:
+        """Split `jobs` into generator batches and extractive ones; `busy_until`: when the generator is free."""
+        plan = Plan(finish_at=max(now, busy_until))
+        if not self.enabled:
+            plan.extractive = list(jobs)
+            return plan
+        start = max(now, busy_until)
+        batch: list[Job] = []
+        for job in sorted(jobs, key=lambda j: (j.deadline, -j.events)):
+            if job.events < self.min_events:
+                plan.extractive.append(job)
+                continue
+            if batch and len(batch) < self.max_batch and self._fits(batch + [job], start):
+                batch.append(job)
+                continue
+            if batch:  # the batch is full or cannot take this job: it runs first, this job starts the next
+                start += self.batch_time(batch)
+                plan.batches.append(batch)
+                batch = []
+            if self._fits([job], start):
+                batch = [job]
+            else:
+                plan.extractive.append(job)
+        if batch:
+            start += self.batch_time(batch)
+            plan.batches.append(batch)
+        plan.finish_at = start
+        return plan
+
+    def _fits(self, batch: list[Job], start: float) -> bool:
+        return start + self.batch_time(batch) <= min(j.deadline for j in batch)
+
+
+def summary_prompt(texts: Sequence[str], question: str = PROMPT_QUESTION) -> str:
+    """The messages first, then the question (what worked with SmolLM2-135M)."""
+    lines = "\n".join(f"- {_clip(t)}" for t in texts)
+    return f"Messages:\n{lines}\n\n{question}"
+
+
+def alert_prompt(label: str, texts: Sequence[str]) -> str:
+    return summary_prompt(
+        texts, f"Many more '{label}' messages than usual arrived. What is the common problem? Answer in one sentence."
+    )
+
+
+def prompt_texts(texts: Sequence[str], limit: int, sample: Callable[[int, int], list[int]]) -> list[str]:
+    """Up to `limit` distinct texts spread over the window (`sample(n, limit)` picks indexes)."""
+    out, seen = [], set()
+    for i in sample(len(texts), limit * 2):
+        norm = " ".join(texts[i].split()).lower()
+        if norm not in seen:
+            seen.add(norm)
+            out.append(texts[i])
+        if len(out) == limit:
+            break
+    return out
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PROMPT_MAX_CHARS else text[: PROMPT_MAX_CHARS - 3] + "..."

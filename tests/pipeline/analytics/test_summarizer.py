@@ -1,0 +1,80 @@
+"""SummaryPlanner decisions with a fake clock and a fixed time model."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.analytics.summarizer import GenerationTime, Job, SummaryPlanner, prompt_texts, summary_prompt
+
+NOW = 1000.0
+
+
+def planner(per_prompt: float = 0.001, per_new: float = 0.01, **kw) -> SummaryPlanner:
+    t = GenerationTime(per_prompt_token_s=per_prompt, per_new_token_s=per_new)
+    opts = {"min_events_abstractive": 3, "max_new_tokens": 40, "max_batch": 4} | kw
+    return SummaryPlanner(t, **opts)
+
+
+def job(name: str, events: int = 10, tokens: int = 300, deadline: float = NOW + 10) -> Job:
+    return Job(f"prompt {name}", tokens, events, deadline, name)
+
+
+def test_small_windows_are_extractive() -> None:
+    plan = planner().plan([job("a", events=2), job("b", events=3)], NOW, 0)
+    assert [j.payload for j in plan.extractive] == ["a"]
+    assert [[j.payload for j in b] for b in plan.batches] == [["b"]]
+
+
+def test_jobs_are_batched_up_to_max_batch_when_they_fit() -> None:
+    # one job: 0.3 s prefill + 0.4 s decode; four: 1.2 + 1.6 = 2.8 s, well inside 10 s
+    plan = planner().plan([job(str(i)) for i in range(6)], NOW, 0)
+    assert [len(b) for b in plan.batches] == [4, 2]
+    assert plan.extractive == []
+    assert plan.finish_at == pytest.approx(NOW + 2.8 + 1.4)
+
+
+def test_a_job_that_cannot_finish_before_its_deadline_is_extractive() -> None:
+    p = planner()
+    plan = p.plan([job("late", deadline=NOW + 0.5)], NOW, 0)  # needs 0.7 s
+    assert [j.payload for j in plan.extractive] == ["late"] and plan.batches == []
+
+
+def test_a_busy_generator_pushes_work_past_the_budget() -> None:
+    plan = planner().plan([job("a")], NOW, busy_until=NOW + 9.5)
+    assert [j.payload for j in plan.extractive] == ["a"]
+    plan = planner().plan([job("a")], NOW, busy_until=NOW + 9.0)
+    assert [j.payload for j in plan.batches[0]] == ["a"]
+
+
+def test_earliest_deadline_first_and_a_full_batch_runs_before_the_next() -> None:
+    # each job alone 0.7 s; a batch of two 1.4 s. Deadlines: a +1.5, b +1.45, c +2.0
+    jobs = [job("a", deadline=NOW + 1.5), job("c", deadline=NOW + 2.0), job("b", deadline=NOW + 1.45)]
+    plan = planner().plan(jobs, NOW, 0)
+    assert [[j.payload for j in b] for b in plan.batches] == [["b", "a"]]  # c would make the batch late
+    assert [j.payload for j in plan.extractive] == ["c"]  # after the batch (1.4 s) c needs 0.7 more: 2.1 > 2.0
+
+
+def test_learnt_time_changes_the_decision() -> None:
+    p = planner()
+    assert p.plan([job("a", deadline=NOW + 2)], NOW, 0).batches  # prior: 0.7 s
+    for _ in range(20):  # the machine turns out 10x slower
+        p.time.observe(300, 3.0, 40, 4.0)
+    assert p.time.per_prompt_token_s == pytest.approx(0.01, rel=0.05)
+    assert p.plan([job("a", deadline=NOW + 2)], NOW, 0).batches == []
+
+
+def test_disabled_planner_sends_everything_to_extractive() -> None:
+    plan = planner(enabled=False).plan([job("a"), job("b")], NOW, 0)
+    assert len(plan.extractive) == 2 and plan.batches == []
+
+
+def test_prompt_puts_messages_first_then_the_question() -> None:
+    p = summary_prompt(["Card declined", "x" * 300])
+    assert p.startswith("Messages:\n- Card declined\n- ")
+    assert p.endswith("What is the common problem? Answer in one sentence.")
+    assert "x" * 198 not in p  # clipped
+
+
+def test_prompt_texts_are_distinct_and_capped() -> None:
+    texts = ["a", "A", "b", "c", "d"]
+    assert prompt_texts(texts, 3, lambda n, k: list(range(min(n, k)))) == ["a", "b", "c"]
