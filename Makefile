@@ -26,8 +26,10 @@ test-e2e: models browser
 soak: models
 	$(BIN)/pytest -m soak -s
 
+# The comparison (ours vs bare model, naive Faust agent, Quix Streams): JSON + PNG in .artifacts/bench/.
 bench: models
-	$(BIN)/slmstream bench classify
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/slmstream bench compare
 
 install: $(STAMP)
 

@@ -46,7 +46,8 @@ def validate(value: bytes | None, origin: Origin, limits: InputSettings) -> Even
         return Rejection("not_json", f"not valid JSON: {exc}")
     if not isinstance(doc, dict):
         return Rejection("not_object", f"expected a JSON object, got {_json_type(doc)}")
-    if _depth(doc, limits.max_depth) > limits.max_depth:
+    # A JSON text nests at most as deep as it has opening brackets: count them in C, walk only when needed.
+    if value.count(b"{") + value.count(b"[") > limits.max_depth and _depth(doc, limits.max_depth) > limits.max_depth:
         return Rejection("too_deep", f"JSON nesting is deeper than {limits.max_depth} levels")
     return _event_from_object(doc, origin, limits)
 
