@@ -72,7 +72,7 @@ def test_every_item_validates_as_expected(items: tuple[Hostile, ...]) -> None:
     outcomes: dict[str, Counter[str]] = defaultdict(Counter)
     wrong: list[str] = []
     errors: list[str] = []
-    slowest = (0.0, "")
+    slowest = (0.0, "", 0)
     t0 = time.perf_counter()
     for i, item in enumerate(items):
         started = time.perf_counter()
@@ -83,7 +83,7 @@ def test_every_item_validates_as_expected(items: tuple[Hostile, ...]) -> None:
             continue
         took = time.perf_counter() - started
         if took > slowest[0]:
-            slowest = (took, f"#{i} {item.category} ({item.note[:60]})")
+            slowest = (took, f"#{i} {item.category} ({item.note[:60]})", i)
         outcome = outcome_of(result)
         outcomes[item.category][outcome] += 1
         if isinstance(result, Rejection) and (result.type not in DLQ_ERROR_TYPES or not result.message):
@@ -106,7 +106,15 @@ def test_every_item_validates_as_expected(items: tuple[Hostile, ...]) -> None:
     assert not wrong, f"{len(wrong)} unexpected outcomes, e.g.:\n" + "\n".join(wrong[:10])
     # Every error type but model_error (only the model path gives it) is reached, and no other.
     assert set(total) == {"valid", *DLQ_ERROR_TYPES} - {"model_error"}
-    assert slowest[0] < 0.25, f"one message took {slowest[0]:.3f}s to validate: {slowest[1]}"
+    # A guard against pathological (quadratic, exponential) inputs, not a benchmark: the slowest message is
+    # timed again, best of 3, so a busy machine's preemption does not count; a pathological one stays slow.
+    item = items[slowest[2]]
+    again = []
+    for _ in range(3):
+        started = time.perf_counter()
+        validate(item.value, origin_of(slowest[2], item), LIMITS)
+        again.append(time.perf_counter() - started)
+    assert min(again) < 0.25, f"one message takes {min(again):.3f}s to validate: {slowest[1]}"
 
 
 def test_validation_keeps_nothing(items: tuple[Hostile, ...]) -> None:
