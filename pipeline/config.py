@@ -111,7 +111,10 @@ class ModelSettings(_Section):
     max_tokens: int = Field(128, ge=8, le=512)
     # Texts sorted by length run in sub-batches of this size, each padded only to its own longest text.
     sub_batch: int = Field(8, ge=1, le=4096)
-    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    # The same on a GPU provider (CUDA, TensorRT): a GPU wants big sub-batches (launch cost per call).
+    gpu_sub_batch: int = Field(256, ge=1, le=4096)
+    # auto: CUDA when onnxruntime-gpu sees a GPU, else CPU. cuda / tensorrt: that or a clear error at start.
+    provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     # Unix socket of `slmstream model-server`: this host's workers share its one model. None: the model in-process.
     server_socket: Path | None = None
     # How long a call waits for the model server (at start, across a server restart) before it fails.

@@ -17,12 +17,12 @@ from pipeline.analytics.runner import WindowAnalytics
 from pipeline.batching.scheduler import BatchScheduler
 from pipeline.config import Settings
 from pipeline.faust_app import ALL_TOPICS, ANALYTICS_TOPICS, SlmApp
-from pipeline.model.base import ModelError, SmallModel
+from pipeline.model.base import ModelError
 from pipeline.model.catalog import read_manifest
 from pipeline.model.classifier import LabelClassifier
 from pipeline.model.faults import with_injected_faults
-from pipeline.model.identity import IDENTITY, IdentityEncoder
-from pipeline.model.onnx_encoder import load_encoder
+from pipeline.model.identity import IDENTITY
+from pipeline.model.loading import open_encoder
 from pipeline.model.worker import ModelWorker
 from pipeline.output.sink import FaustSink
 
@@ -32,15 +32,8 @@ WARMUP_TEXT = "warm-up text for the model, about as long as a short customer mes
 
 
 def load_classifier(settings: Settings, name: str) -> LabelClassifier:
-    m = settings.model
-    encoder: SmallModel
-    if name == IDENTITY:  # no model: measures the pipeline itself (pipeline/model/identity.py)
-        encoder = IdentityEncoder()
-    else:
-        encoder = load_encoder(
-            m.cache_dir, name, threads=m.threads, max_tokens=m.max_tokens, provider=m.provider, sub_batch=m.sub_batch
-        )
-    encoder = with_injected_faults(encoder)  # TEST-ONLY: a no-op unless SLMTEST_MODEL_FAIL_TOKEN is set
+    # with_injected_faults is TEST-ONLY: a no-op unless SLMTEST_MODEL_FAIL_TOKEN is set.
+    encoder = with_injected_faults(open_encoder(settings.model, name))
     c = settings.classifier
     return LabelClassifier(encoder, settings.labels, min_confidence=c.min_confidence, temperature=c.temperature)
 

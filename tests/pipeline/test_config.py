@@ -132,7 +132,7 @@ def test_typo_in_nested_env_var_is_rejected(repo_config: Path, monkeypatch: pyte
         ("SLMSTREAM_BROKER", "http://x", "broker", "kafka://"),
         ("SLMSTREAM_BROKER", "kafka://nohost", "broker", "host:port"),
         ("SLMSTREAM_TOPICS__PARTITIONS", "0", "topics.partitions", "greater than or equal to 1"),
-        ("SLMSTREAM_MODEL__PROVIDER", "tpu", "model.provider", "'auto', 'cpu' or 'cuda'"),
+        ("SLMSTREAM_MODEL__PROVIDER", "tpu", "model.provider", "'auto', 'cpu', 'cuda' or 'tensorrt'"),
     ],
 )
 def test_bad_value_names_setting_and_what_is_allowed(
