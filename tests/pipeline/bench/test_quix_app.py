@@ -7,5 +7,5 @@ from pipeline.bench.quix_app import bootstrap_of
 
 def test_bootstrap_of_broker_urls() -> None:
     assert bootstrap_of("kafka://127.0.0.1:9092") == "127.0.0.1:9092"
-    assert bootstrap_of("kafka://10.0.0.1:9092;kafka://10.0.0.2:9093") == "10.0.0.1:9092,10.0.0.2:9093"
+    assert bootstrap_of("kafka://192.0.2.1:9092;kafka://198.51.100.2:9093") == "192.0.2.1:9092,198.51.100.2:9093"
     assert bootstrap_of("127.0.0.1:9092") == "127.0.0.1:9092"
