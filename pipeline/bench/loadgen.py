@@ -9,64 +9,36 @@ nothing is parsed while a step runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from pipeline.bench.events import BenchEvent
+from pipeline.bench.reader import TopicReader
 from pipeline.bench.stats import open_loop_due, schedule_time
 
 
-class OutputReader:
+class OutputReader(TopicReader):
     """Reads one topic from its start; keeps the first (read ms, record timestamp ms) of each key."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, fetch_max_wait_ms: int = 20) -> None:
-        self.topic, self.partitions = topic, partitions
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=fetch_max_wait_ms,  # tansu waits out the full fetch wait (brokers.md)
-        )
+        super().__init__(bootstrap, [topic], partitions, fetch_max_wait_ms)
+        self.topic = topic
         self.read_ms: dict[bytes, float] = {}
         self.broker_ts_ms: dict[bytes, float] = {}
         self.duplicates = 0
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.consumer.start()
-        tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
-        self._task = asyncio.ensure_future(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self.consumer.stop()
-
-    async def _loop(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=200)
-            now = time.time() * 1000.0
-            for records in batch.values():
-                for r in records:
-                    key = r.key or b""
-                    if key in self.read_ms:
-                        self.duplicates += 1
-                    else:
-                        self.read_ms[key] = now
-                        self.broker_ts_ms[key] = float(r.timestamp)
-
-    def check(self) -> None:
-        """Raise the reader's own error, if its loop died."""
-        if self._task is not None and self._task.done() and not self._task.cancelled():
-            self._task.result()
+    def on_records(self, topic: str, records: list[ConsumerRecord], read_at: float) -> None:
+        now = read_at * 1000.0
+        for r in records:
+            key = r.key or b""
+            if key in self.read_ms:
+                self.duplicates += 1
+            else:
+                self.read_ms[key] = now
+                self.broker_ts_ms[key] = float(r.timestamp)
 
     def count(self, ids: Sequence[bytes]) -> int:
         return sum(1 for i in ids if i in self.read_ms)

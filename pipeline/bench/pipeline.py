@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from pipeline.bench.events import BenchEvent
 from pipeline.bench.procstat import machine_busy_s, proc_cpu_s
+from pipeline.bench.reader import TopicReader
 from pipeline.bench.stats import ResultTiming, batch_breakdown, latency_parts, rate, steady_rate, summarize
 from pipeline.broker import BrokerStatus, EmbeddedBroker
 from pipeline.config import Settings
@@ -112,57 +113,33 @@ class Harness:
         )
 
 
-class Collector:
+class Collector(TopicReader):
     """Reads events.enriched and events.dlq from the start; keeps the first record of each key, with the
     time it was read. The enriched record's key is the event id, so nothing is parsed on arrival."""
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         t = settings.topics
+        super().__init__(bootstrap, [t.enriched, t.dlq], t.partitions)
         self.enriched_topic, self.dlq_topic = t.enriched, t.dlq
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,  # tansu waits out the full fetch wait before answering (brokers.md)
-        )
-        self.partitions = t.partitions
         self.seen: dict[bytes, dict[bytes, tuple[float, bytes]]] = {}  # prefix → key → (read at, value)
         self.dlq: list[bytes] = []
         self.duplicates = 0
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await self.consumer.start()
-        tps = [TopicPartition(tp, p) for tp in (self.enriched_topic, self.dlq_topic) for p in range(self.partitions)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_beginning(*tps)
-        self._task = asyncio.ensure_future(self._loop())
+    def on_records(self, topic: str, records: list[ConsumerRecord], read_at: float) -> None:
+        if topic == self.dlq_topic:
+            self.dlq.extend(r.value or b"" for r in records)
+            return
+        for r in records:
+            key = r.key or b""
+            bucket = self.seen.setdefault(key.partition(b"-")[0], {})
+            if key in bucket:
+                self.duplicates += 1
+            else:
+                bucket[key] = (read_at, r.value or b"")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self.consumer.stop()
-
-    async def _loop(self) -> None:
-        while True:
-            batch = await self.consumer.getmany(timeout_ms=200)
-            now = time.time()
-            for tp, records in batch.items():
-                if tp.topic == self.dlq_topic:
-                    self.dlq.extend(r.value or b"" for r in records)
-                    continue
-                for r in records:
-                    key = r.key or b""
-                    bucket = self.seen.setdefault(key.partition(b"-")[0], {})
-                    if key in bucket:
-                        self.duplicates += 1
-                    else:
-                        bucket[key] = (now, r.value or b"")
-            if batch:
-                self._changed.set()
+    def on_fetched(self) -> None:
+        self._changed.set()
 
     def count(self, prefix: str) -> int:
         return len(self.seen.get(prefix.encode(), {}))
@@ -174,8 +151,7 @@ class Collector:
         """Wait until n distinct results with ids `<prefix>-...` were read; False on timeout."""
         deadline = time.monotonic() + timeout
         while self.count(prefix) < n:
-            if self._task is not None and self._task.done():
-                self._task.result()  # the consumer loop died: raise its error
+            self.check()  # the consumer loop died: raise its error
             harness.check_worker()
             if self.dlq:
                 raise RuntimeError(f"{len(self.dlq)} bench events went to the DLQ, e.g. {self.dlq[0][:300]!r}")
