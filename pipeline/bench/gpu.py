@@ -35,6 +35,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from pipeline.bench.model_server import server_batch_lines
 from pipeline.bench.procstat import machine_busy_s, proc_cpu_s
 from pipeline.bench.stats import best_rate, summarize
 from pipeline.bench.steps import StepPlan, keep_stepping, plan_steps, saturated, summarize_step
@@ -206,16 +207,10 @@ def _worker_env(settings: Settings, status_url: str, socket_path: Path, opts: Gp
 
 
 def _server_batches(log_file: Path, offset: int) -> dict[str, Any]:
-    sizes, requests, model_ms = [], [], []
-    with log_file.open("rb") as f:
-        f.seek(offset)
-        for line in f:
-            with contextlib.suppress(orjson.JSONDecodeError):
-                d = orjson.loads(line)
-                if isinstance(d, dict) and d.get("event") == "model_server_batch":
-                    sizes.append(d["size"])
-                    requests.append(d["requests"])
-                    model_ms.append(d["model_ms"])
+    calls = server_batch_lines(log_file, offset)
+    sizes = [d["size"] for d in calls]
+    requests = [d["requests"] for d in calls]
+    model_ms = [d["model_ms"] for d in calls]
     n = len(sizes)
     return {
         "calls": n,

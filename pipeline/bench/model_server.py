@@ -229,18 +229,25 @@ def _topic_settings(settings: Settings, prefix: str) -> Settings:
     return settings.model_copy(update={"topics": t})
 
 
-def _server_batches(log_file: Path, offset: int) -> dict[str, float]:
-    """The model server's merged calls logged since `offset` (its JSON log: one line per model call)."""
-    sizes, requests, clients = [], [], []
+def server_batch_lines(log_file: Path, offset: int) -> list[dict[str, Any]]:
+    """The model server's `model_server_batch` log lines (one per model call) written since byte `offset`."""
+    found = []
     with log_file.open("rb") as f:
         f.seek(offset)
         for line in f:
             with contextlib.suppress(orjson.JSONDecodeError):
                 d = orjson.loads(line)
                 if isinstance(d, dict) and d.get("event") == "model_server_batch":
-                    sizes.append(d["size"])
-                    requests.append(d["requests"])
-                    clients.append(d["clients"])
+                    found.append(d)
+    return found
+
+
+def _server_batches(log_file: Path, offset: int) -> dict[str, float]:
+    """The model server's merged calls logged since `offset` (its JSON log: one line per model call)."""
+    calls = server_batch_lines(log_file, offset)
+    sizes = [d["size"] for d in calls]
+    requests = [d["requests"] for d in calls]
+    clients = [d["clients"] for d in calls]
     n = len(sizes)
     return {
         "calls": n,
