@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.broker import BrokerError, BrokerStatus, EmbeddedBroker
+from pipeline.cli.common import fail
 
 app = typer.Typer(
     help="Run a local Kafka-protocol broker on 127.0.0.1 (tansu: in memory; noida: on disk).",
     no_args_is_help=True,
 )
 console = Console()
-err_console = Console(stderr=True)
 
 
 class EngineChoice(StrEnum):
@@ -41,8 +41,7 @@ def _broker(engine: EngineChoice, port: int, data_dir: Path | None, state_dir: P
 
 
 def _fail(exc: Exception) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-    raise typer.Exit(1)
+    fail(str(exc), prefix="error")
 
 
 def _describe(status: BrokerStatus) -> str:

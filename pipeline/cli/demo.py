@@ -19,7 +19,7 @@ from rich.table import Table
 
 from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.cli.analytics_render import render_analytics, render_analytics_line
-from pipeline.cli.common import settings_or_exit
+from pipeline.cli.common import fail, settings_or_exit
 from pipeline.cli.topics import _produce, render, security_kwargs_or_exit
 from pipeline.kafka_client import ensure_topics
 from pipeline.worker_process import WorkerError, WorkerProcess
@@ -46,8 +46,7 @@ def demo(
     settings = settings_or_exit()
     broker = EmbeddedBroker(engine, port=port, state_dir=run_dir)  # type: ignore[arg-type]
     if broker.status().running:
-        console.print(f"[red]a broker already runs on port {port}[/]: stop it (slmstream broker stop --port {port})")
-        raise typer.Exit(1)
+        fail(f"a broker already runs on port {port}: stop it (slmstream broker stop --port {port})", prefix="demo")
     worker: WorkerProcess | None = None
     try:
         with console.status(f"starting the {engine} broker on 127.0.0.1:{port}"):
@@ -75,8 +74,7 @@ def demo(
         burst = [ln for ln in spike.read_bytes().splitlines() if ln.strip()] if analytics else []
         asyncio.run(_run(settings, status.bootstrap, valid, bad, rate, timeout, burst))
     except (BrokerError, WorkerError) as exc:
-        console.print(f"[red]demo failed:[/] {exc}")
-        raise typer.Exit(1) from None
+        fail(f"failed: {exc}", prefix="demo")
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
     finally:

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.common import settings_or_exit
+from pipeline.cli.common import fail, settings_or_exit
 from pipeline.cli.topics import security_kwargs_or_exit
 from pipeline.kafka_client import bootstrap_servers
 from schemas import DLQ_ERROR_TYPES
@@ -249,8 +249,7 @@ def replay(
             )
         )
     except DlqError as exc:
-        console.print(f"[red]slmstream dlq replay:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from None
+        fail(str(exc), prefix="slmstream dlq replay")
     console.print(summary_table(summary, dry_run))
     if summary.limit_reached:
         console.print(f"stopped at --limit {limit}")

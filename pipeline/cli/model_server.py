@@ -11,13 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from pipeline.cli.common import settings_or_exit
+from pipeline.cli.common import fail, settings_or_exit
 from pipeline.config import Settings
 from pipeline.model.base import ModelError, SmallModel
-
-err = Console(stderr=True)
 
 
 def load_models(settings: Settings, names: list[str]) -> dict[str, SmallModel]:
@@ -50,16 +47,14 @@ def model_server(
     logs.configure(settings.log_format, settings.log_level)
     path = socket_path.expanduser() if socket_path is not None else settings.model.server_socket
     if path is None:
-        err.print("[red]slmstream:[/] give --socket PATH, or set model.server_socket (SLMSTREAM_MODEL__SERVER_SOCKET)")
-        raise typer.Exit(2)
+        fail("give --socket PATH, or set model.server_socket (SLMSTREAM_MODEL__SERVER_SOCKET)", 2)
     names = model or [settings.model.encoder]
     if not model and settings.batching.late_policy == "degrade":
         names.append(settings.model.fallback)
     try:
         models = load_models(settings, list(dict.fromkeys(names)))
     except ModelError as exc:
-        err.print(f"[red]slmstream:[/] cannot start: {exc}")
-        raise typer.Exit(2) from None
+        fail(f"cannot start: {exc}", 2)
     server = ModelServer(models, max_batch=max_batch or 2 * settings.batching.max_batch)
 
     async def main() -> None:
@@ -72,5 +67,4 @@ def model_server(
     try:
         asyncio.run(main())
     except ServerStartError as exc:
-        err.print(f"[red]slmstream:[/] cannot start the model server: {exc}")
-        raise typer.Exit(1) from None
+        fail(f"cannot start the model server: {exc}")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.cli.common import fail
 from pipeline.model.base import ModelError
 from pipeline.model.catalog import CATALOG, default_models, model_dir
 
@@ -34,8 +35,7 @@ def build(
     try:
         manifests = build_models(cache_dir, names or None, force=force)
     except ModelError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        fail(str(exc), prefix="error")
     for m in manifests:
         console.print(f"{m['name']}: {model_dir(cache_dir, m['name'])} ({m['size_bytes'] / 2**20:.1f} MiB)")
 
@@ -67,8 +67,7 @@ def import_decoder_cmd(
     try:
         path, manifest = import_decoder(source, cache_dir, name, quantize=quantize, chat_template=chat_template)
     except ModelError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+        fail(str(exc), prefix="error")
     where = name if path.parent.resolve() == cache_dir.resolve() else str(path)
     console.print(
         f"{manifest['name']}: {path} ({manifest.get('family', 'onnx export')}, {manifest['n_layers']} layers, "

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.cli.analytics_render import TOPIC_ALIASES, render_analytics
-from pipeline.cli.common import err, settings_or_exit
+from pipeline.cli.common import fail, settings_or_exit
 from pipeline.config import ConfigError, Settings
 from pipeline.kafka_client import bootstrap_servers, client_security_kwargs, ensure_topics
 
@@ -30,8 +30,7 @@ def security_kwargs_or_exit(settings: Settings) -> dict[str, Any]:
     try:
         return client_security_kwargs(settings)
     except ConfigError as exc:
-        err.print(f"[red]slmstream:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
 
 
 def _key_of(line: bytes) -> bytes | None:
@@ -144,8 +143,7 @@ async def _tail(
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         if not partitions:
-            console.print(f"[red]no topic {escape(topic)}[/]")
-            raise typer.Exit(1)
+            fail(f"no topic {topic}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)

@@ -1,4 +1,6 @@
-"""`slmstream model-server`: refuses clearly when it cannot serve, serves and cleans up when it can."""
+"""`slmstream model-server`: refuses clearly when it cannot serve, serves and cleans up when it can.
+
+Sockets go in `socket_dir` (tests/conftest.py), never under tmp_path: a socket path holds at most 107 bytes."""
 
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ def test_without_a_socket_it_says_how_to_give_one() -> None:
     assert "--socket" in result.output and "SLMSTREAM_MODEL__SERVER_SOCKET" in result.output
 
 
-def test_an_unsafe_directory_is_refused(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
+def test_an_unsafe_directory_is_refused(socket_dir: Path) -> None:
+    shared = socket_dir / "shared"
     shared.mkdir()
     shared.chmod(0o777)
     result = run("--socket", str(shared / "m.sock"), "--model", "identity")
@@ -39,14 +41,14 @@ def test_an_unsafe_directory_is_refused(tmp_path: Path) -> None:
     assert not (shared / "m.sock").exists()
 
 
-def test_an_unknown_model_is_refused_before_listening(tmp_path: Path) -> None:
-    result = run("--socket", str(tmp_path / "m.sock"), "--model", "no-such-model")
+def test_an_unknown_model_is_refused_before_listening(socket_dir: Path) -> None:
+    result = run("--socket", str(socket_dir / "m.sock"), "--model", "no-such-model")
     assert result.exit_code == 2 and "cannot start" in result.output
-    assert not (tmp_path / "m.sock").exists()
+    assert not (socket_dir / "m.sock").exists()
 
 
-def test_serves_until_sigterm_then_removes_its_socket(tmp_path: Path) -> None:
-    sock = tmp_path / "m.sock"
+def test_serves_until_sigterm_then_removes_its_socket(socket_dir: Path) -> None:
+    sock = socket_dir / "m.sock"
     exe = Path(sys.executable).with_name("slmstream")
     env = {**os.environ, "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml")}
     proc = subprocess.Popen([str(exe), "model-server", "--socket", str(sock), "--model", "identity"], env=env)
