@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 REPO_CONFIG = REPO / "config" / "slmstream.yaml"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No SLMSTREAM_* variable from the outer environment leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("SLMSTREAM_"):
-            monkeypatch.delenv(name)
+# No SLMSTREAM_* variable of the outer environment leaks in: clean_env (tests/conftest.py) runs for every test.
 
 
 @pytest.fixture

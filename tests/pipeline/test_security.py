@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -37,12 +36,7 @@ PASSWORD = "hunter2-Sup3r-s3cret-pw"
 TOKEN = "tok-4f9c2d7e1b8a6053"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SLMSTREAM_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("SLMSTREAM_CONFIG", str(REPO_CONFIG))
+# clean_env (tests/conftest.py) runs for every test: no SLMSTREAM_* of the shell, SLMSTREAM_CONFIG = REPO_CONFIG.
 
 
 @pytest.fixture

@@ -38,10 +38,8 @@ def _no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def sock_path(tmp_path: Path) -> Path:
-    d = tmp_path / "run"
-    d.mkdir(mode=0o700)
-    return d / "m.sock"
+def sock_path(socket_dir: Path) -> Path:
+    return socket_dir / "m.sock"  # a short private directory (tests/conftest.py): a socket path holds 107 bytes
 
 
 def settings(sock: Path, **model: object) -> Settings:
@@ -225,10 +223,10 @@ def test_server_socket_defaults_to_in_process_and_empty_means_in_process() -> No
     assert Settings(labels=LABELS, model={"server_socket": "  "}).model.server_socket is None
 
 
-def test_server_socket_path_checks(tmp_path: Path) -> None:
+def test_server_socket_path_checks(socket_dir: Path) -> None:
     with pytest.raises(ValueError, match="at most 107"):
         Settings(labels=LABELS, model={"server_socket": "/tmp/" + "x" * 120})
     with pytest.raises(ValueError, match="is a directory"):
-        Settings(labels=LABELS, model={"server_socket": str(tmp_path)})
-    ok = Settings(labels=LABELS, model={"server_socket": str(tmp_path / "m.sock"), "server_wait_s": 5})
-    assert ok.model.server_socket == tmp_path / "m.sock" and ok.model.server_wait_s == 5
+        Settings(labels=LABELS, model={"server_socket": str(socket_dir)})
+    ok = Settings(labels=LABELS, model={"server_socket": str(socket_dir / "m.sock"), "server_wait_s": 5})
+    assert ok.model.server_socket == socket_dir / "m.sock" and ok.model.server_wait_s == 5

@@ -52,10 +52,8 @@ class FakeModel:
 
 
 @pytest.fixture
-def sock_path(tmp_path: Path) -> Path:
-    d = tmp_path / "run"
-    d.mkdir(mode=0o700)
-    return d / "m.sock"
+def sock_path(socket_dir: Path) -> Path:
+    return socket_dir / "m.sock"  # a short private directory (tests/conftest.py): a socket path holds 107 bytes
 
 
 @pytest.fixture
