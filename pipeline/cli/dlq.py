@@ -6,6 +6,12 @@ and produces the original key, value and headers again (to the events topic by d
 header added, `slmstream-replayed-from: <dlq topic>:<partition>:<offset>`, so a replay can be traced back.
 Records that are not DLQ records are skipped and counted. Once fixed upstream (or after a model outage:
 `--type model_error`), messages go through the worker again; those still bad land on the DLQ again.
+
+A value is never replayed cut. A DLQ record holds at most the first 512 KiB of a value (`value_truncated`,
+with `value_sha256` of the whole); for such a record the whole message is read back from the source topic at
+`original.topic:partition:offset` and sent only when its SHA-256 matches. When that record is gone
+(retention, compaction) or is another message, the DLQ record is refused with the reason, the others are
+replayed all the same, and the command exits 1 after them.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,11 +29,12 @@ from typing import Annotated, Any
 import orjson
 import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pipeline.cli.common import fail, settings_or_exit
+from pipeline.cli.common import fail, print_error, settings_or_exit
 from pipeline.cli.topics import security_kwargs_or_exit
 from pipeline.kafka_client import bootstrap_servers
 from schemas import DLQ_ERROR_TYPES
@@ -41,10 +50,31 @@ REPLAYED_FROM_HEADER = "slmstream-replayed-from"
 MAX_REQUEST_SIZE = 16 * 2**20
 IDLE_STOP_S = 1.0
 FIRST_FETCH_S = 5.0
+# How long the whole message of a cut value may take to arrive from its source topic before it counts as gone.
+SOURCE_WAIT_S = 5.0
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class DlqError(RuntimeError):
     """The replay cannot run (no such topic, same topic in and out)."""
+
+
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CutValue:
+    """A value the DLQ record holds only the start of; the whole message stays at `ref` in its source topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    sha256: str  # hex, of the whole value
+    size: int | None  # bytes of the whole value
+
+    @property
+    def ref(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +83,42 @@ class DeadLetter:
 
     error_type: str
     key: bytes | None
+    value: bytes | None  # only the start of the value when `cut` is set
+    headers: Headers
+    cut: CutValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """The record found at (or, when that one is gone, first after) a cut value's offset in its source topic."""
+
+    offset: int
+    key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """No record at a cut value's offset: why (the partition's first offset, no such partition, ...)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A selected DLQ record that was not replayed, and why."""
+
+    ref: str  # the DLQ record: topic:partition:offset
+    error_type: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.ref} ({self.error_type}) not replayed: {self.reason}"
+
+
+class Refused(Exception):
+    """This DLQ record cannot be replayed as it was received (the message says why); the others still can."""
 
 
 @dataclass(slots=True)
@@ -64,6 +128,8 @@ class ReplaySummary:
     invalid: int = 0  # skipped: not a DLQ record
     read: int = 0
     limit_reached: bool = False
+    refused: list[Refusal] = field(default_factory=list)  # selected, but not replayed (a cut value gone)
+    from_source: int = 0  # replayed whole from the source topic: the DLQ record held the value cut
 
 
 def _unb64(v: Any) -> bytes | None:
@@ -98,9 +164,100 @@ def decode_record(raw: bytes | None) -> DeadLetter | None:
             if not isinstance(h, list) or len(h) != 2 or not isinstance(h[0], str):
                 return None
             headers.append((h[0], _unb64(h[1])))
-        return DeadLetter(error_type, _unb64(original["key"]), _unb64(original["value_b64"]), tuple(headers))
+        letter = DeadLetter(error_type, _unb64(original["key"]), _unb64(original["value_b64"]), tuple(headers))
     except (TypeError, ValueError, binascii.Error):
         return None
+    truncated = original.get("value_truncated", False)
+    if truncated is False:
+        return letter
+    cut = _cut_value(original) if truncated is True else None
+    # A cut value without where to find it whole (or a malformed flag) is not a record we could ever replay.
+    return None if cut is None else DeadLetter(letter.error_type, letter.key, letter.value, letter.headers, cut)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _cut_value(original: dict[str, Any]) -> CutValue | None:
+    topic, partition, offset = original.get("topic"), original.get("partition"), original.get("offset")
+    sha, size = original.get("value_sha256"), original.get("value_bytes")
+    if not isinstance(topic, str) or not topic or not _is_int(partition) or not _is_int(offset):
+        return None
+    if partition < 0 or offset < 0 or not isinstance(sha, str) or not SHA256_HEX.fullmatch(sha):
+        return None
+    if size is not None and not _is_int(size):
+        return None
+    return CutValue(topic, partition, offset, sha, size)
+
+
+def whole_letter(letter: DeadLetter, found: SourceRecord | Missing) -> DeadLetter:
+    """The message to replay for a DLQ record whose value is cut: the record read back from the source topic,
+    when it is the one the DLQ record describes (same offset, same SHA-256). Raises Refused otherwise."""
+    cut = letter.cut
+    if cut is None:
+        return letter
+    what = f"the DLQ record holds only the first {len(letter.value or b'')} bytes of the value"
+    if isinstance(found, Missing):
+        raise Refused(f"{what}, and the whole message is gone from {cut.ref}: {found.reason}")
+    if found.offset != cut.offset:
+        raise Refused(
+            f"{what}, and the whole message is gone from {cut.ref}: the partition goes on at offset "
+            f"{found.offset} (deleted or compacted)"
+        )
+    if found.value is None or (digest := hashlib.sha256(found.value).hexdigest()) != cut.sha256:
+        got = "a null value" if found.value is None else f"SHA-256 {digest[:16]}..., {len(found.value)} bytes"
+        raise Refused(
+            f"{what}, and the record at {cut.ref} is another message ({got}; the DLQ record names SHA-256 "
+            f"{cut.sha256[:16]}..., {cut.size} bytes)"
+        )
+    return DeadLetter(letter.error_type, found.key, found.value, found.headers)
+
+
+class SourceReader:
+    """Reads single records back from the source topics, by offset: the whole messages of cut values."""
+
+    def __init__(self, bootstrap: str, client_kwargs: dict[str, Any], wait_s: float = SOURCE_WAIT_S) -> None:
+        self.wait_s = wait_s
+        # auto_offset_reset "none": an offset below the partition's start raises, rather than jumping elsewhere.
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+            fetch_max_wait_ms=50,
+            max_partition_fetch_bytes=MAX_REQUEST_SIZE,
+            **client_kwargs,
+        )
+        self.started = False
+
+    async def read(self, cut: CutValue) -> SourceRecord | Missing:
+        if not self.started:
+            await self.consumer.start()
+            self.started = True
+        await self.consumer.topics()  # fresh metadata: partitions_for_topic knows every topic
+        partitions = self.consumer.partitions_for_topic(cut.topic) or set()
+        if cut.partition not in partitions:
+            return Missing(f"no partition {cut.partition} in topic {cut.topic!r}")
+        tp = TopicPartition(cut.topic, cut.partition)
+        self.consumer.assign([tp])
+        first = (await self.consumer.beginning_offsets([tp]))[tp]
+        if cut.offset < first:
+            return Missing(f"the partition starts at offset {first} now (retention)")
+        self.consumer.seek(tp, cut.offset)
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            try:
+                batch = await self.consumer.getmany(tp, timeout_ms=200)
+            except OffsetOutOfRangeError:
+                return Missing(f"offset {cut.offset} is out of range")
+            for rec in batch.get(tp, []):
+                if rec.offset >= cut.offset:  # a fetch may begin earlier, at its batch's first record
+                    return SourceRecord(rec.offset, rec.key, rec.value, tuple(rec.headers))
+        return Missing(f"no record at offset {cut.offset} within {self.wait_s:g} s")
+
+    async def stop(self) -> None:
+        if self.started:
+            await self.consumer.stop()
 
 
 def selected(letter: DeadLetter, types: frozenset[str]) -> bool:
@@ -122,6 +279,7 @@ async def replay_dlq(
     dry_run: bool = False,
     limit: int | None = None,
     idle_s: float = IDLE_STOP_S,
+    source_wait_s: float = SOURCE_WAIT_S,
     client_kwargs: dict[str, Any] | None = None,
 ) -> ReplaySummary:
     """Replay the DLQ records present at the start (see the module docstring); returns what it did."""
@@ -137,6 +295,7 @@ async def replay_dlq(
         **kwargs,
     )
     producer = None
+    source = SourceReader(bootstrap, kwargs, source_wait_s)
     await consumer.start()
     try:
         await consumer.topics()  # a metadata request, so partitions_for_topic knows every topic
@@ -167,8 +326,6 @@ async def replay_dlq(
                 break
             batch = await consumer.getmany(*active, timeout_ms=200)
             for tp, records in batch.items():
-                if records:
-                    last_record = time.monotonic()
                 for rec in records:
                     if rec.offset >= ends[tp] and rec.timestamp >= start_ms:  # written after the start
                         active.discard(tp)
@@ -183,17 +340,27 @@ async def replay_dlq(
                     elif not selected(letter, types):
                         summary.filtered[letter.error_type] += 1
                     else:
+                        ref = f"{rec.topic}:{rec.partition}:{rec.offset}"
+                        if letter.cut is not None:
+                            try:
+                                letter = whole_letter(letter, await source.read(letter.cut))
+                            except Refused as exc:
+                                summary.refused.append(Refusal(ref, letter.error_type, str(exc)))
+                                continue
+                            summary.from_source += 1
                         if producer is not None:
-                            ref = f"{rec.topic}:{rec.partition}:{rec.offset}"
                             headers = replay_headers(letter, ref)
                             pending.append(await producer.send(to_topic, letter.value, letter.key, headers=headers))
                         summary.replayed[letter.error_type] += 1
+                if records:  # after the work: reading a source record must not count as idle time
+                    last_record = time.monotonic()
                 if summary.limit_reached:
                     break
         await asyncio.gather(*pending)  # every replayed message acknowledged by the broker
     finally:
         if producer is not None:
             await producer.stop()
+        await source.stop()
         await consumer.stop()
     return summary
 
@@ -212,6 +379,8 @@ def summary_table(summary: ReplaySummary, dry_run: bool) -> Table:
     )
     if summary.invalid:
         table.add_row("[yellow]not a DLQ record[/]", "0", str(summary.invalid))
+    if summary.refused:
+        table.add_row("[red]refused (see below)[/]", "0", str(len(summary.refused)))
     return table
 
 
@@ -227,7 +396,9 @@ def replay(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be replayed; send nothing.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Replay at most N records.")] = None,
 ) -> None:
-    """Re-produce the original messages of the DLQ (key, value, headers as received) to the input topic."""
+    """Re-produce the original messages of the DLQ (key, value, headers as received) to the input topic.
+
+    A value the DLQ record holds cut is read whole from its source topic, or refused (exit 1) when gone."""
     unknown = sorted(set(types or ()) - set(DLQ_ERROR_TYPES))
     if unknown:
         raise typer.BadParameter(
@@ -253,5 +424,11 @@ def replay(
     console.print(summary_table(summary, dry_run))
     if summary.limit_reached:
         console.print(f"stopped at --limit {limit}")
+    if summary.from_source:
+        console.print(f"{summary.from_source} cut in their DLQ record: read whole from their source topic")
     if not dry_run:
         console.print(f"sent {sum(summary.replayed.values())} messages to {escape(target)}")
+    for refusal in summary.refused:
+        print_error(str(refusal), prefix="slmstream dlq replay")
+    if summary.refused:
+        raise typer.Exit(1)
