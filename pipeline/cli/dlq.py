@@ -422,12 +422,15 @@ def replay(
     except DlqError as exc:
         fail(str(exc), prefix="slmstream dlq replay")
     console.print(summary_table(summary, dry_run))
+    # soft_wrap: whole lines, whatever the terminal's width (what scripts and tests read).
     if summary.limit_reached:
-        console.print(f"stopped at --limit {limit}")
+        console.print(f"stopped at --limit {limit}", soft_wrap=True)
     if summary.from_source:
-        console.print(f"{summary.from_source} cut in their DLQ record: read whole from their source topic")
+        console.print(
+            f"{summary.from_source} cut in their DLQ record: read whole from their source topic", soft_wrap=True
+        )
     if not dry_run:
-        console.print(f"sent {sum(summary.replayed.values())} messages to {escape(target)}")
+        console.print(f"sent {sum(summary.replayed.values())} messages to {escape(target)}", soft_wrap=True)
     for refusal in summary.refused:
         print_error(str(refusal), prefix="slmstream dlq replay")
     if summary.refused:
