@@ -17,7 +17,7 @@ app = typer.Typer(
     help="Run a local Kafka-protocol broker on 127.0.0.1 (tansu: in memory; noida: on disk).",
     no_args_is_help=True,
 )
-console = Console()
+console = Console(soft_wrap=True)  # status lines, whole whatever the terminal's width
 
 
 class EngineChoice(StrEnum):

@@ -67,8 +67,8 @@ def demo(
             )
             worker.start()
             worker.wait_ready(90)
-        console.print(f"broker {status.url}, worker {worker.url}/metrics (log: {worker.log_file})")
-        console.print(f"live dashboard while the demo runs: [bold]{worker.url}/dashboard[/]")
+        console.print(f"broker {status.url}, worker {worker.url}/metrics (log: {worker.log_file})", soft_wrap=True)
+        console.print(f"live dashboard while the demo runs: [bold]{worker.url}/dashboard[/]", soft_wrap=True)
         valid = [ln for ln in events.read_bytes().splitlines() if ln.strip()]
         bad = [ln for ln in malformed.read_bytes().splitlines() if ln.strip()]
         burst = [ln for ln in spike.read_bytes().splitlines() if ln.strip()] if analytics else []

@@ -14,7 +14,7 @@ from pipeline.model.base import ModelError
 from pipeline.model.catalog import CATALOG, default_models, model_dir
 
 app = typer.Typer(help="Build (export + quantize, offline, cached) and list the models.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # lines whole whatever the terminal's width (tables lay out as usual)
 
 CacheOpt = Annotated[Path, typer.Option("--cache-dir", envvar="SLMSTREAM_MODEL__CACHE_DIR", help="Model cache.")]
 

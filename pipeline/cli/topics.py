@@ -63,7 +63,7 @@ def produce(
             security_kwargs_or_exit(settings),
         )
     )
-    console.print(f"sent {sent} messages to {topic or settings.topics.events}")
+    console.print(f"sent {sent} messages to {escape(topic or settings.topics.events)}", soft_wrap=True)
 
 
 async def _produce(
