@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from aiokafka.consumer import fetcher
@@ -169,3 +170,18 @@ def test_revoke_commits_once_when_nothing_is_left(monkeypatch: pytest.MonkeyPatc
     r = _Revoking(monkeypatch, [[]])
     r.revoke({"tp0"})  # tp1's acks are not revoked: no reason for another round
     assert r.commits == 1
+
+
+def test_the_versions_whose_privates_we_use_are_pinned() -> None:
+    """pipeline/kafka_transport.py relies on private parts of these exact versions. Before moving a pin, re-check
+    each `# noqa: SLF001` there and the private classes it subclasses or replaces: aiokafka's
+    `AIOKafkaConsumer._fetch_max_wait_ms`, `fetcher.PartitionRecords._unpack_records/_records/_tp`,
+    `fetcher.MemoryRecords`, `_MemoryRecordsPy._next_slice/_cache_next`, `_DefaultRecordBatchPy._buffer`;
+    Faust's `Consumer._acked`, `Consumer._committed_offset`, `Consumer._unacked_messages`."""
+    from importlib.metadata import version
+
+    pins = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+    assert {name: version(name) for name in pins} == pins
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    for name, pinned in pins.items():
+        assert f'"{name}=={pinned}"' in pyproject, f"pyproject.toml must pin {name}=={pinned}"
