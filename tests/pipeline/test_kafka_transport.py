@@ -38,7 +38,7 @@ Headers = list[tuple[str, bytes | None]]
 
 def batch(base_offset: int, records: Sequence[tuple[bytes, Headers]], compression: int = 0) -> bytes:
     """One v2 record batch starting at `base_offset`."""
-    builder = default_records._DefaultRecordBatchBuilderPy(
+    builder = default_records._DefaultRecordBatchBuilderPy(  # noqa: SLF001  the builder that can write bad header names
         magic=2,
         compression_type=compression,
         is_transactional=0,
@@ -89,7 +89,7 @@ def test_a_bad_header_name_is_escaped_and_nothing_is_skipped_or_repeated() -> No
         (6, b"v6", []),
     ]
     assert records.next_fetch_offset == 7  # the consumer's position moves past all of them
-    assert isinstance(records._records, _LenientRecords)
+    assert isinstance(records._records, _LenientRecords)  # noqa: SLF001  which parser the transport chose
 
 
 def test_a_compressed_batch_with_a_bad_header_name() -> None:
@@ -106,7 +106,7 @@ def test_fetch_offset_inside_a_batch_is_respected() -> None:
 def test_good_batches_stay_on_aiokafkas_parser() -> None:
     got, records = read(batch(0, [(b"v0", [("name", b"1")])]) + batch(1, [(b"v1", [])]))
     assert got == [(0, b"v0", [("name", b"1")]), (1, b"v1", [])]
-    assert isinstance(records._records, _KeptRecords)  # never re-parsed
+    assert isinstance(records._records, _KeptRecords)  # noqa: SLF001  which parser the transport chose; never re-parsed
 
 
 def test_other_errors_are_not_swallowed() -> None:
@@ -136,16 +136,16 @@ class _Revoking:
         self.dropped: list[dict] = []
 
         async def faust_revoked(consumer: Consumer, revoked: set) -> None:
-            self.dropped.append({tp: list(consumer._acked[tp]) for tp in sorted(revoked)})
+            self.dropped.append({tp: list(consumer._acked[tp]) for tp in sorted(revoked)})  # noqa: SLF001  Faust's acked offsets, the state the transport handles
 
         async def commit() -> bool:
             self.commits += 1
-            self.consumer._acked["tp0"] = after_commits[min(self.commits, len(after_commits)) - 1]
+            self.consumer._acked["tp0"] = after_commits[min(self.commits, len(after_commits)) - 1]  # noqa: SLF001  Faust's acked offsets, the state the transport handles
             return True
 
         monkeypatch.setattr(driver.Consumer, "on_partitions_revoked", faust_revoked)
         self.consumer = Consumer.__new__(Consumer)
-        self.consumer._acked = {"tp0": [5], "tp1": [9]}
+        self.consumer._acked = {"tp0": [5], "tp1": [9]}  # noqa: SLF001  Faust's acked offsets, the state the transport handles
         self.consumer.commit = commit  # type: ignore[method-assign]
 
     def revoke(self, revoked: set[str]) -> None:
