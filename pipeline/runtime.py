@@ -19,8 +19,8 @@ again by whoever owns the partition next.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -46,6 +46,7 @@ from pipeline.output.sink import FaustSink
 
 log = structlog.get_logger(__name__)
 
+DRAIN_TIMEOUT_S = 60.0  # a stop that cannot reach the broker gives up: what is not acked is read again later
 WARMUP_TEXT = "warm-up text for the model, about as long as a short customer message"
 
 
@@ -207,21 +208,31 @@ class Runtime(mode.Service):
 
     # ---- stop ---------------------------------------------------------------------------------------------
     async def on_stop(self) -> None:
-        """Drain: wait until the broker has every result handed to the sink, and the inputs are acked."""
+        """Drain, while the loops still run: wait until the broker has every result handed to the sink (the
+        classify path's and the analytics' summaries, stats and alerts) and their inputs are acked."""
+        t0 = time.monotonic()
+        try:
+            await asyncio.wait_for(self._drain(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("drain_timeout", timeout_s=DRAIN_TIMEOUT_S, detail="inputs not acked are read again")
+        log.info("runtime_drained", seconds=round(time.monotonic() - t0, 3))
+
+    async def _drain(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.drain()
         drain_analytics = getattr(self.analytics, "drain", None)
         if drain_analytics is not None:
             await drain_analytics()
-        log.info("runtime_drained")
 
     async def on_shutdown(self) -> None:
         """After the loops stopped: close the model threads (and the model-server connection)."""
         for close in reversed(self._closers):
-            with contextlib.suppress(Exception):  # closing one must not keep the others open
+            try:  # closing one must not keep the others open
                 result = close()
                 if asyncio.iscoroutine(result):
                     await result
+            except Exception as exc:
+                log.warning("close_failed", what=repr(close), error=repr(exc))
         self._closers.clear()
 
     # ---- observation ----------------------------------------------------------------------------------------

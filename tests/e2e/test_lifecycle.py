@@ -1,9 +1,14 @@
-"""A graceful stop (SIGTERM) while batches are in the model: the worker finishes them, the broker has every
-result, and the group's committed offsets reach the end of the input topic (pipeline/runtime.py's lifecycle).
+"""A graceful stop (SIGTERM) while work is in the model: the worker finishes it, the broker has every result,
+and the group's committed offsets reach the end of the input topic (pipeline/runtime.py's lifecycle).
 
 The model is made slow for these events only (the test-only SLMTEST_MODEL_SLOW_TOKEN hook in
-pipeline/model/faults.py): every batch holding one sleeps on the model thread, so at the signal nothing has
-been delivered yet and every event is waiting or in flight.
+pipeline/model/faults.py): every model call holding one sleeps on the model thread, so at the signal the
+work is still in flight.
+
+- classify path: every event waits in the batcher or sits in the model at the signal;
+- analytics path: a window's extractive summary sits in the (slow) encoder at the signal. Faust does not wait
+  for records held by windows (agents/analyze.py), so only the runtime's drain on stop gets that summary out
+  and its records acked before the final commit.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ def events(uid: str) -> list[bytes]:
     ]
 
 
-def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+def committed_and_end(
+    bootstrap: str, group: str, topic: str, n_records: int = N_EVENTS
+) -> tuple[dict[int, int], dict[int, int]]:
     """The group's committed offset of each partition of `topic` (0: none), and each partition's end: the
     offset after its last record, read from the records themselves (tansu's ListOffsets does not count records
     the way Kafka does)."""
@@ -51,7 +58,7 @@ def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int,
             await consumer.seek_to_beginning(*tps)
             ends = dict.fromkeys(range(PARTITIONS), 0)
             seen, deadline = 0, time.monotonic() + 20
-            while seen < N_EVENTS and time.monotonic() < deadline:
+            while seen < n_records and time.monotonic() < deadline:
                 for tp, records in (await consumer.getmany(timeout_ms=200)).items():
                     seen += len(records)
                     ends[tp.partition] = max(ends[tp.partition], records[-1].offset + 1)
@@ -62,10 +69,12 @@ def committed_and_end(bootstrap: str, group: str, topic: str) -> tuple[dict[int,
     return asyncio.run(get())
 
 
+def total(w, name: str) -> float:
+    return sum(v for _, v in metric(w, name))
+
+
 def held_and_read(w) -> tuple[float, float]:
-    depth = sum(v for _, v in metric(w, "slmstream_queue_depth"))
-    read = sum(v for _, v in metric(w, "slmstream_events_in_total"))
-    return depth, read
+    return total(w, "slmstream_queue_depth"), total(w, "slmstream_events_in_total")
 
 
 def test_sigterm_mid_batch_delivers_and_commits_everything(broker, topics, start_worker) -> None:
@@ -98,3 +107,46 @@ def test_sigterm_mid_batch_delivers_and_commits_everything(broker, topics, start
     committed, ends = committed_and_end(broker.bootstrap, f"e2e-{topics.uid}", topics.events)
     assert committed == ends, f"committed offsets {committed}, end offsets {ends}"
     print(f"[{broker.engine}] graceful stop mid-batch took {stop_s:.1f}s")
+
+
+WINDOW_EVENTS = 10
+
+
+def test_sigterm_mid_summary_delivers_it_and_commits_its_records(broker, topics, start_worker) -> None:
+    names = {"SUMMARIES": f"{topics.events}.summaries", "STATS": f"{topics.events}.stats"}
+    worker = start_worker(
+        SLMTEST_MODEL_SLOW_TOKEN=SLOW_TOKEN,
+        SLMTEST_MODEL_SLOW_S=str(SLOW_S),
+        SLMSTREAM_BATCHING__LATE_POLICY="process",
+        SLMSTREAM_SUMMARIES__ENABLED="true",
+        SLMSTREAM_SUMMARIES__MAX_EVENTS=str(WINDOW_EVENTS),  # the window closes as its last record arrives
+        SLMSTREAM_SUMMARIES__MIN_EVENTS_ABSTRACTIVE="1000",  # extractive: the summary runs in the slow encoder
+        SLMSTREAM_TOPICS__ALERTS=f"{topics.events}.alerts",
+        **{f"SLMSTREAM_TOPICS__{k}": v for k, v in names.items()},
+    )
+    now_ms = int(time.time() * 1000)
+    values = [
+        orjson.dumps({"id": f"{topics.uid}-w{i}", "ts": now_ms, "text": f"parcel never arrived {SLOW_TOKEN} {i}"})
+        for i in range(WINDOW_EVENTS)
+    ]
+    asyncio.run(produce(broker.bootstrap, topics.events, values))
+
+    # Every enriched record is in the window, the window has closed, and its summary is not out yet: the
+    # extractive summary is waiting for (or inside) the slow encoder.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        held = total(worker, "slmstream_analytics_held")
+        if held == WINDOW_EVENTS:
+            break
+        time.sleep(0.05)
+    assert held == WINDOW_EVENTS, f"{held} records held by the window:\n{worker.log_tail()}"
+    assert total(worker, "slmstream_summaries_total") == 0, "the summary was out before the stop"
+
+    rc = worker.stop(60)
+    assert rc == 0, f"worker exited with {rc}:\n{worker.log_tail()}"
+
+    got = asyncio.run(collect(broker.bootstrap, [names["SUMMARIES"]], {names["SUMMARIES"]: 1}, 20, grace=1))
+    summaries = got[names["SUMMARIES"]]
+    assert [(s["count"], s["method"]) for s in summaries] == [(WINDOW_EVENTS, "extractive")], summaries
+    committed, ends = committed_and_end(broker.bootstrap, f"e2e-{topics.uid}", topics.enriched, n_records=WINDOW_EVENTS)
+    assert committed == ends, f"enriched topic: committed offsets {committed}, end offsets {ends}"

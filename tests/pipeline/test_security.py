@@ -69,7 +69,7 @@ def setting_line(msg: str, key: str) -> str:
 
 @pytest.fixture
 def faust_app() -> ModuleType:
-    """pipeline.faust_app, imported with the repo config (the import itself builds the default app)."""
+    """pipeline.faust_app (importing it builds nothing; the tests call create_app with their settings)."""
     return importlib.import_module("pipeline.faust_app")
 
 
