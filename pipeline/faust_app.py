@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import structlog
@@ -20,12 +20,16 @@ from pipeline.kafka_client import kafka_ssl_context
 from pipeline.kafka_transport import Transport
 from pipeline.web import bearer_auth_middleware
 
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
+
 
 class SlmApp(faust.App):
     """faust.App with our transport (fetch wait we control) and the settings at hand."""
 
     settings: Settings
     fetch_max_wait_ms: int
+    runtime: Runtime  # set by pipeline/worker.py's build_worker
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)

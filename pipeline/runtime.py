@@ -184,8 +184,9 @@ class Runtime(mode.Service):
         if settings.model.server_socket is not None:  # one model process shared by this host's workers
             from pipeline.model.remote import connect_workers
 
-            primary, fallback = await connect_workers(settings)
-            self._closers.append(primary.client.close)
+            remote, fallback = await connect_workers(settings)
+            self._closers.append(remote.client.close)  # one connection serves both
+            primary: ModelWorker = remote
         else:
             primary = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.encoder))
             if settings.batching.late_policy == "degrade":

@@ -27,8 +27,10 @@ def build_worker(settings: Settings) -> SlmApp:
     preflight(settings)  # before the app exists: nothing is logged or connected for a worker that cannot start
     app = create_app(settings)
     topics = worker_topics(app)
-    runtime = Runtime(app, topics)
-    app.service(runtime)  # started with the app, stopped (drained) before its consumer: see pipeline/runtime.py
+    runtime = app.runtime = Runtime(app, topics)
+    # Started with the app, stopped (drained) before its consumer: see pipeline/runtime.py. An instance, not a
+    # class: Faust starts either (App._prepare_subservice), its annotation names only the class.
+    app.service(runtime)  # type: ignore[arg-type]
     classify.register(app, runtime, topics)
     if runtime.analytics_on:
         analyze.register(app, runtime, topics)
