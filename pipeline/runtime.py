@@ -234,6 +234,7 @@ class Runtime(mode.Service):
                     await result
             except Exception as exc:
                 log.warning("close_failed", what=repr(close), error=repr(exc))
+        log.info("runtime_stopped", closed=len(self._closers))
         self._closers.clear()
 
     # ---- observation ----------------------------------------------------------------------------------------
