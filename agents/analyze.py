@@ -1,33 +1,39 @@
 """The `analyze` agent: events.enriched → per-key windows → summaries, stats and spike alerts.
 
-Registered only when `summaries.enabled` or `alerts.enabled`. Acks are manual (`stream.noack()`): an enriched
-record is acked only once the summary of the window holding it has been acknowledged by the broker (see
-pipeline/analytics/runner.py), so a crash re-reads every record of every window not yet summarized.
+Registered (`register(app, runtime, topics)`) only when `summaries.enabled` or `alerts.enabled`. Acks are
+manual (`stream.noack()`): an enriched record is acked only once the summary of the window holding it has been
+acknowledged by the broker (see pipeline/analytics/runner.py), so a crash re-reads every record of every window
+not yet summarized.
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+import faust
 from faust import StreamT
 
-from agents.classify import runtime
-from pipeline.faust_app import app, enriched_topic, settings
+from pipeline.analytics.runner import WindowAnalytics
+from pipeline.faust_app import WorkerTopics
+from pipeline.kafka_transport import forget_unacked
+from pipeline.runtime import Runtime
 
 
-async def _analyze(stream: StreamT) -> None:
-    analytics = None
+async def analyze(stream: StreamT, app: faust.App, runtime: Runtime) -> None:
+    analytics: WindowAnalytics | None = None
     async for event in stream.noack().events():
         if analytics is None:  # iterate first: Faust subscribes to the topic when the stream starts
             analytics = await runtime.analytics_ready()
         # A held record waits for its window to close (up to window_s + grace_s). Faust's graceful stop and
-        # rebalances wait for every record that is not acked (`wait_empty`); these need not be waited for: not
-        # acked, they are not committed, and whoever reads the partition next rebuilds their windows.
-        unacked = getattr(app.consumer, "_unacked_messages", None)  # faust-streaming 0.15 keeps no public API
-        if unacked is not None:
-            unacked.discard(event.message)
+        # rebalances need not wait for it: not acked, it is not committed, and whoever reads the partition
+        # next rebuilds its window.
+        forget_unacked(app.consumer, event.message)
         await analytics.submit(event.value, partial(stream.ack, event))
 
 
-if settings.summaries.enabled or settings.alerts.enabled:
-    analyze = app.agent(enriched_topic, name="analyze")(_analyze)
+def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
+    async def analyze_enriched(stream: StreamT) -> None:
+        """events.enriched → windows → events.summaries / events.stats / events.alerts."""
+        await analyze(stream, app, runtime)
+
+    app.agent(topics.enriched, name="analyze")(analyze_enriched)

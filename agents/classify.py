@@ -1,4 +1,4 @@
-"""Agents for the classification path.
+"""Agents for the classification path: `register(app, runtime, topics)` adds them to the app.
 
 Acks are manual (`stream.noack()`): an input offset is committed only after the broker has acknowledged
 the record it produced (enriched, DLQ or deferred). A crash replays what was in flight: at-least-once.
@@ -8,26 +8,23 @@ from __future__ import annotations
 
 from functools import partial
 
+import faust
 from faust import StreamT
 
 from pipeline import metrics
 from pipeline.batching.scheduler import BatchScheduler, Work
-from pipeline.faust_app import app, deferred_topic, events_topic, settings
+from pipeline.faust_app import WorkerTopics
 from pipeline.ingest.origin import origin_of
 from pipeline.ingest.validate import Rejection, validate
 from pipeline.output.records import origin_of_deferred
 from pipeline.runtime import Runtime
-from pipeline.web import register_pages
-
-runtime = Runtime(app)
-app.task(runtime.run)
-app.timer(5.0)(runtime.record_lag)
-register_pages(app, lambda: runtime.scheduler is not None)
 
 
-async def _consume(stream: StreamT, *, deferred: bool) -> None:
+async def consume(stream: StreamT, runtime: Runtime, topic: faust.TopicT, *, deferred: bool) -> None:
+    """Validate each message of `stream` and hand it to the scheduler (bad input: to the DLQ)."""
     scheduler: BatchScheduler | None = None
-    topic_in = metrics.EVENTS_IN.labels(deferred_topic.get_topic_name() if deferred else events_topic.get_topic_name())
+    topic_in = metrics.EVENTS_IN.labels(topic.get_topic_name())
+    input_settings = runtime.settings.input
     async for event in stream.noack().events():
         if scheduler is None:  # iterate first: Faust subscribes to the topic when the stream starts
             scheduler = await runtime.ready()
@@ -37,7 +34,7 @@ async def _consume(stream: StreamT, *, deferred: bool) -> None:
             origin = origin_of_deferred(origin)
         value = event.value
         ack = partial(stream.ack, event)
-        result = validate(value, origin, settings.input)
+        result = validate(value, origin, input_settings)
         if isinstance(result, Rejection):
             await scheduler.reject(result.type, result.message, origin, value, ack)
         elif deferred:
@@ -46,13 +43,14 @@ async def _consume(stream: StreamT, *, deferred: bool) -> None:
             await scheduler.submit(Work(result, value, ack))
 
 
-@app.agent(events_topic, name="classify")
-async def classify(stream: StreamT) -> None:
-    """events → validated → batched → classified → events.enriched (bad input → events.dlq)."""
-    await _consume(stream, deferred=False)
+def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
+    async def classify(stream: StreamT) -> None:
+        """events → validated → batched → classified → events.enriched (bad input → events.dlq)."""
+        await consume(stream, runtime, topics.events, deferred=False)
 
+    async def classify_deferred(stream: StreamT) -> None:
+        """events.deferred → classified when the model has idle time → events.enriched."""
+        await consume(stream, runtime, topics.deferred, deferred=True)
 
-@app.agent(deferred_topic, name="classify-deferred")
-async def classify_deferred(stream: StreamT) -> None:
-    """events.deferred → classified when the model has idle time → events.enriched."""
-    await _consume(stream, deferred=True)
+    app.agent(topics.events, name="classify")(classify)
+    app.agent(topics.deferred, name="classify-deferred")(classify_deferred)

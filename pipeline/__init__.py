@@ -1,16 +1,21 @@
 """slmstream: Kafka events → validate → deadline-aware batches → small model → enriched topics.
 
-`faust -A pipeline worker` asks this package for `app`; importing it lazily keeps `import pipeline`
-(the CLI, the tests) free of the app's side effects: settings validation and Kafka topic objects.
+Importing `pipeline` (or any module in it) reads no settings and starts nothing. `faust -A pipeline worker`
+asks this package for `app`: the worker assembled by pipeline/worker.py from this process's settings, built on
+first access and then kept.
 """
 
 from typing import Any
 
+_app: Any = None
+
 
 def __getattr__(name: str) -> Any:
+    global _app
     if name == "app":
-        import agents  # noqa: F401  (registers the agents)
-        from pipeline.faust_app import app
+        if _app is None:
+            from pipeline.worker import app_from_environment
 
-        return app
+            _app = app_from_environment()
+        return _app
     raise AttributeError(name)

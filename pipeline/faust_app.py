@@ -1,23 +1,27 @@
-"""The Faust app: settings → app → topics. `faust -A pipeline worker -l info` runs it.
+"""The Faust app and its topics, made from validated settings: `create_app(settings)`, `worker_topics(app)`.
 
-Settings are validated here, at import, so a wrong setting stops the worker before it touches Kafka,
-with a message naming the setting.
+Importing this module reads no settings and creates nothing; pipeline/worker.py assembles a worker from these
+(`faust -A pipeline worker` asks `pipeline.app`, built on first access from the settings).
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import faust
 import structlog
 from faust.types.auth import CredentialsT
 
 from pipeline import logs
-from pipeline.config import ConfigError, Settings, is_loopback_host, load_settings
+from pipeline.config import ConfigError, Settings, is_loopback_host
 from pipeline.kafka_client import kafka_ssl_context
 from pipeline.kafka_transport import Transport
 from pipeline.web import bearer_auth_middleware
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
 
 
 class SlmApp(faust.App):
@@ -25,6 +29,7 @@ class SlmApp(faust.App):
 
     settings: Settings
     fetch_max_wait_ms: int
+    runtime: Runtime  # set by pipeline/worker.py's build_worker
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
@@ -102,28 +107,47 @@ def create_app(settings: Settings) -> SlmApp:
     return app
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
-    # Raw bytes in and out: we validate ourselves, so a malformed message can never crash a codec.
-    return app.topic(
-        name, partitions=partitions, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+@dataclass(frozen=True, slots=True)
+class WorkerTopics:
+    """The worker's topics, all raw bytes in and out (we validate ourselves, so a malformed message can never
+    crash a codec). The analytics ones are declared at start only when summaries or alerts are on."""
+
+    events: faust.TopicT
+    enriched: faust.TopicT
+    dlq: faust.TopicT
+    deferred: faust.TopicT
+    summaries: faust.TopicT
+    stats: faust.TopicT
+    alerts: faust.TopicT
+
+    @property
+    def classify_path(self) -> tuple[faust.TopicT, ...]:
+        return (self.events, self.enriched, self.dlq, self.deferred)
+
+    @property
+    def analytics(self) -> tuple[faust.TopicT, ...]:
+        return (self.summaries, self.stats, self.alerts)
+
+
+def worker_topics(app: SlmApp) -> WorkerTopics:
+    t = app.settings.topics
+
+    def raw(name: str) -> faust.TopicT:
+        return app.topic(
+            name,
+            partitions=t.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+    return WorkerTopics(
+        events=raw(t.events),
+        enriched=raw(t.enriched),
+        dlq=raw(t.dlq),
+        deferred=raw(t.deferred),
+        summaries=raw(t.summaries),
+        stats=raw(t.stats),
+        alerts=raw(t.alerts),
     )
-
-
-try:
-    settings = load_settings()
-    app = create_app(settings)
-except ConfigError as exc:
-    print(f"slmstream: {exc}", file=sys.stderr)
-    raise SystemExit(2) from None
-
-_p = settings.topics.partitions
-events_topic = _raw_topic(app, settings.topics.events, _p)
-enriched_topic = _raw_topic(app, settings.topics.enriched, _p)
-dlq_topic = _raw_topic(app, settings.topics.dlq, _p)
-deferred_topic = _raw_topic(app, settings.topics.deferred, _p)
-ALL_TOPICS = (events_topic, enriched_topic, dlq_topic, deferred_topic)
-# Written by the `analyze` agent (agents/analyze.py); declared at start only when summaries or alerts are on.
-summaries_topic = _raw_topic(app, settings.topics.summaries, _p)
-stats_topic = _raw_topic(app, settings.topics.stats, _p)
-alerts_topic = _raw_topic(app, settings.topics.alerts, _p)
-ANALYTICS_TOPICS = (summaries_topic, stats_topic, alerts_topic)

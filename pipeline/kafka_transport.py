@@ -1,5 +1,8 @@
 """Faust's aiokafka transport with three changes: our fetch wait, a commit before a revoke, and records whose
-header names are not UTF-8 read instead of crashing the consumer.
+header names are not UTF-8 read instead of crashing the consumer. Also the one place that touches private
+attributes of Faust and aiokafka: each use is marked `# noqa: SLF001` with its reason, the rest of the code
+calls the named functions below (`committed_offsets`, `forget_unacked`), and tests/pipeline/test_kafka_transport.py
+pins the versions these were written against (faust-streaming 0.15.3, aiokafka 0.14.0).
 
 Faust 0.15 hard-codes `fetch_max_wait_ms=1500`. Apache Kafka answers a waiting fetch as soon as data
 arrives, so that only matters when idle; tansu waits the full time before answering (brokers.md), which
@@ -8,7 +11,7 @@ would put 1.5 s into every hop. We set it from `Settings.fetch_max_wait_ms` (def
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, SupportsIndex
 
 import aiokafka
@@ -18,6 +21,7 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import _DefaultRecordBatchPy
 from aiokafka.record.memory_records import MemoryRecords, _MemoryRecordsPy
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TP, ConsumerT, Message
 
 log = structlog.get_logger(__name__)
 
@@ -126,7 +130,7 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         install_tolerant_fetch()
         consumer = super()._create_worker_consumer(transport)
         # Private attribute of aiokafka 0.14 (read when the consumer starts); the version is pinned.
-        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 500)
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 500)  # noqa: SLF001  no public setting
         return consumer
 
 
@@ -157,3 +161,18 @@ class Consumer(driver.Consumer):
 
 class Transport(driver.Transport):
     Consumer: ClassVar[type] = Consumer
+
+
+# ---- Faust's consumer bookkeeping -------------------------------------------------------------------------------
+def committed_offsets(consumer: ConsumerT) -> Mapping[TP, int]:
+    """The offset this consumer last committed, by partition (for the lag gauge)."""
+    faust_consumer: Any = consumer
+    return faust_consumer._committed_offset  # noqa: SLF001  faust-streaming 0.15.3 has no public accessor
+
+
+def forget_unacked(consumer: ConsumerT, message: Message) -> None:
+    """Let Faust stop waiting for `message`'s ack: its graceful stop and rebalances wait (`wait_empty`) for
+    every message not yet acked. For a message held on purpose for long (a record in an open analytics window):
+    not acked, it is not committed either, and whoever reads the partition next reads it again."""
+    faust_consumer: Any = consumer
+    faust_consumer._unacked_messages.discard(message)  # noqa: SLF001  a WeakSet; faust-streaming 0.15.3: no API

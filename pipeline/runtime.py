@@ -1,14 +1,31 @@
-"""The worker's runtime: at start it declares the topics, loads the models off the event loop, warms them
-up (so the first batches have real service-time estimates), then runs the batch scheduler until the worker
-stops. Agents wait for `ready()` before handing it events.
+"""The worker's runtime: a `mode.Service` that Faust starts and stops with the app (pipeline/worker.py adds it
+with `app.service(runtime)`).
+
+Start (`_run`, a task of this service): declare the topics, load the models off the event loop, warm them up
+(so the first batches have real service-time estimates), then run the batch scheduler (and the window
+analytics) until the worker stops. Agents wait for `ready()` before handing it events.
+
+Graceful stop (SIGTERM), in Faust's order:
+  1. the app stops fetching and waits until every message handed to an agent is acked (`stream_wait_empty`);
+     this service still runs then, so batches waiting or in the model finish and are delivered;
+  2. Faust stops the app's services, this one first (the last added): `on_stop` drains the scheduler's and
+     the analytics' open sends (each input acked once the broker has its result), then the loops stop;
+  3. `on_shutdown` closes the model threads (and the model-server connection);
+  4. the consumer, stopped after this service, commits every offset acked so far, the drained ones included.
+Records held in open analytics windows are not waited for (agents/analyze.py): not acked, they are read
+again by whoever owns the partition next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
+import mode
 import structlog
 
 from pipeline import metrics
@@ -16,7 +33,8 @@ from pipeline.analytics.embedder import ClassifierEmbedder
 from pipeline.analytics.runner import WindowAnalytics
 from pipeline.batching.scheduler import BatchScheduler
 from pipeline.config import Settings
-from pipeline.faust_app import ALL_TOPICS, ANALYTICS_TOPICS, SlmApp
+from pipeline.faust_app import SlmApp, WorkerTopics
+from pipeline.kafka_transport import committed_offsets
 from pipeline.model.base import ModelError
 from pipeline.model.catalog import read_manifest
 from pipeline.model.classifier import LabelClassifier
@@ -28,6 +46,7 @@ from pipeline.output.sink import FaustSink
 
 log = structlog.get_logger(__name__)
 
+DRAIN_TIMEOUT_S = 60.0  # a stop that cannot reach the broker gives up: what is not acked is read again later
 WARMUP_TEXT = "warm-up text for the model, about as long as a short customer message"
 
 
@@ -54,7 +73,9 @@ def preflight(settings: Settings) -> None:
             read_manifest(settings.model.cache_dir, name)
 
 
-async def start_analytics(settings: Settings, encoder: ModelWorker, sink: FaustSink) -> WindowAnalytics:
+async def start_analytics(
+    settings: Settings, encoder: ModelWorker, sink: FaustSink, on_close: Callable[[Callable[[], Any]], None]
+) -> WindowAnalytics:
     """The window analytics: the generator loaded on its own thread (summaries on), the classifier's encoder
     reused for extractive summaries, and the dashboard fed with every record the broker acknowledged."""
     from pipeline.dashboard.live import LIVE
@@ -67,6 +88,7 @@ async def start_analytics(settings: Settings, encoder: ModelWorker, sink: FaustS
         generator = await GeneratorWorker(nice=s.nice).load(
             partial(load_generator, settings.model.cache_dir, s.generator, threads=s.threads, max_batch=s.max_batch)
         )
+        on_close(generator.close)
     analytics = WindowAnalytics(
         settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, live=LIVE
     )
@@ -84,17 +106,25 @@ async def start_analytics(settings: Settings, encoder: ModelWorker, sink: FaustS
     return analytics
 
 
-class Runtime:
-    def __init__(self, app: SlmApp) -> None:
-        try:
-            preflight(app.settings)
-        except ModelError as exc:
-            print(f"slmstream: cannot start: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+class Runtime(mode.Service):
+    """Models, scheduler and analytics of one worker, with the lifecycle described at the top of this module."""
+
+    def __init__(self, app: SlmApp, topics: WorkerTopics) -> None:
+        super().__init__()
         self.app = app
+        self.settings = app.settings
+        self.topics = topics
         self.scheduler: BatchScheduler | None = None
-        self._ready: asyncio.Event | None = None
         self.analytics: WindowAnalytics | None = None  # summaries/stats/alerts, when enabled
+        self._ready: asyncio.Event | None = None
+        self._closers: list[Callable[[], Any]] = []  # model threads and connections, closed at shutdown
+
+    @property
+    def analytics_on(self) -> bool:
+        return self.settings.summaries.enabled or self.settings.alerts.enabled
+
+    def is_ready(self) -> bool:
+        return self.scheduler is not None
 
     def _ready_event(self) -> asyncio.Event:
         if self._ready is None:
@@ -106,46 +136,39 @@ class Runtime:
         assert self.scheduler is not None
         return self.scheduler
 
-    async def run(self) -> None:
-        settings = self.app.settings
-        analytics_on = settings.summaries.enabled or settings.alerts.enabled
-        for topic in ALL_TOPICS + (ANALYTICS_TOPICS if analytics_on else ()):
+    async def analytics_ready(self) -> WindowAnalytics:
+        await self.ready()
+        assert self.analytics is not None, "the analyze agent runs only with summaries or alerts enabled"
+        return self.analytics
+
+    # ---- start --------------------------------------------------------------------------------------------
+    @mode.Service.task
+    async def _run(self) -> None:
+        settings = self.settings
+        for topic in self.topics.classify_path + (self.topics.analytics if self.analytics_on else ()):
             await topic.maybe_declare()
         try:
-            fallback: ModelWorker | None = None
-            if settings.model.server_socket is not None:  # one model process shared by this host's workers
-                from pipeline.model.remote import connect_workers
-
-                primary, fallback = await connect_workers(settings)
-            else:
-                primary = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.encoder))
-                if settings.batching.late_policy == "degrade":
-                    fallback = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.fallback))
+            primary, fallback = await self._load_models()
         except ModelError as exc:
-            log.error("model_load_failed", error=str(exc))
-            print(f"slmstream: cannot start: {exc}", file=sys.stderr)
-            await self.app.crash(exc)
+            await self._cannot_start(exc)
             return
         scheduler = BatchScheduler(settings, primary, fallback, FaustSink(self.app))
         await self._warm_up(scheduler, primary)
-        if analytics_on:
+        if self.analytics_on:
             try:
-                self.analytics = await start_analytics(settings, primary, FaustSink(self.app))
+                self.analytics = await start_analytics(settings, primary, FaustSink(self.app), self._closers.append)
             except ModelError as exc:
-                log.error("model_load_failed", error=str(exc))
-                print(f"slmstream: cannot start: {exc}", file=sys.stderr)
-                await self.app.crash(exc)
+                await self._cannot_start(exc)
                 return
         self.scheduler = scheduler
         self._ready_event().set()
-        max_batch = settings.batching.max_batch
         log.info(
             "runtime_ready",
             model=primary.classifier.info.name,
             labels=len(primary.classifier.names),
             policy=settings.batching.late_policy,
             budget_ms=settings.batching.budget_ms,
-            max_batch=max_batch,
+            max_batch=settings.batching.max_batch,
             service_ms={
                 n: round(scheduler.service_time.estimate(n) * 1000, 1) for n in (1, settings.batching.max_batch)
             },
@@ -155,10 +178,26 @@ class Runtime:
         else:
             await scheduler.run()
 
-    async def analytics_ready(self) -> WindowAnalytics:
-        await self.ready()
-        assert self.analytics is not None, "the analyze agent runs only with summaries or alerts enabled"
-        return self.analytics
+    async def _load_models(self) -> tuple[ModelWorker, ModelWorker | None]:
+        settings = self.settings
+        fallback: ModelWorker | None = None
+        if settings.model.server_socket is not None:  # one model process shared by this host's workers
+            from pipeline.model.remote import connect_workers
+
+            remote, fallback = await connect_workers(settings)
+            self._closers.append(remote.client.close)  # one connection serves both
+            primary: ModelWorker = remote
+        else:
+            primary = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.encoder))
+            if settings.batching.late_policy == "degrade":
+                fallback = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.fallback))
+        self._closers.extend(w.close for w in (primary, fallback) if w is not None)
+        return primary, fallback
+
+    async def _cannot_start(self, exc: ModelError) -> None:
+        log.error("model_load_failed", error=str(exc))
+        print(f"slmstream: cannot start: {exc}", file=sys.stderr)
+        await self.app.crash(exc)
 
     async def _warm_up(self, scheduler: BatchScheduler, worker: ModelWorker) -> None:
         """A few real batches: onnxruntime's first runs are slow, and the service-time model needs data."""
@@ -168,9 +207,40 @@ class Runtime:
                 _, seconds = await worker.classify([WARMUP_TEXT] * n)
                 scheduler.service_time.observe(n, seconds)
 
+    # ---- stop ---------------------------------------------------------------------------------------------
+    async def on_stop(self) -> None:
+        """Drain, while the loops still run: wait until the broker has every result handed to the sink (the
+        classify path's and the analytics' summaries, stats and alerts) and their inputs are acked."""
+        t0 = time.monotonic()
+        try:
+            await asyncio.wait_for(self._drain(), DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("drain_timeout", timeout_s=DRAIN_TIMEOUT_S, detail="inputs not acked are read again")
+        log.info("runtime_drained", seconds=round(time.monotonic() - t0, 3))
+
+    async def _drain(self) -> None:
+        if self.scheduler is not None:
+            await self.scheduler.drain()
+        drain_analytics = getattr(self.analytics, "drain", None)
+        if drain_analytics is not None:
+            await drain_analytics()
+
+    async def on_shutdown(self) -> None:
+        """After the loops stopped: close the model threads (and the model-server connection)."""
+        for close in reversed(self._closers):
+            try:  # closing one must not keep the others open
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as exc:
+                log.warning("close_failed", what=repr(close), error=repr(exc))
+        log.info("runtime_stopped", closed=len(self._closers))
+        self._closers.clear()
+
+    # ---- observation ----------------------------------------------------------------------------------------
     async def record_lag(self) -> None:
         consumer = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {})  # Faust keeps no public accessor
+        committed = committed_offsets(consumer)
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:

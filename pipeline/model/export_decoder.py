@@ -231,7 +231,7 @@ def export_decoder(model, out: Path) -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register("slmstream_grouped", _grouped_attention)
-    previous = model.config._attn_implementation
+    previous = model.config._attn_implementation  # noqa: SLF001  transformers keeps the attention choice only here
     model.set_attn_implementation("slmstream_grouped")
     _pin_rope_frequencies(model)
     wrapper = _decoder_wrapper(model)

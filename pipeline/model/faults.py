@@ -3,6 +3,9 @@ retry-then-DLQ path of a real worker (tests/e2e/test_faults.py). Off unless the 
 
     SLMTEST_MODEL_FAIL_TOKEN=T   a model call raises `InjectedModelFault` when one of its texts contains T
     SLMTEST_MODEL_FAIL_TIMES=N   ... only the first N such calls (default: every one)
+    SLMTEST_MODEL_SLOW_TOKEN=T   a model call sleeps SLMTEST_MODEL_SLOW_S seconds (default 2) on the model thread
+                                 when one of its texts contains T: a batch that stays in flight for the
+                                 graceful-stop test (tests/e2e/test_lifecycle.py)
 
 Not a setting (hence not `SLMSTREAM_*`): never set these in production.
 """
@@ -10,6 +13,7 @@ Not a setting (hence not `SLMSTREAM_*`): never set these in production.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +24,8 @@ from pipeline.model.base import ModelError, SmallModel
 
 FAIL_TOKEN_ENV = "SLMTEST_MODEL_FAIL_TOKEN"
 FAIL_TIMES_ENV = "SLMTEST_MODEL_FAIL_TIMES"
+SLOW_TOKEN_ENV = "SLMTEST_MODEL_SLOW_TOKEN"
+SLOW_S_ENV = "SLMTEST_MODEL_SLOW_S"
 
 log = structlog.get_logger(__name__)
 
@@ -50,8 +56,37 @@ class FailingModel:
         return getattr(self.model, name)
 
 
+class SlowModel:
+    """A `SmallModel` whose `encode` first sleeps `seconds` for texts containing `token`."""
+
+    def __init__(self, model: SmallModel, token: str, seconds: float) -> None:
+        self.model, self.token, self.seconds = model, token, seconds
+        self.name = model.name
+        self.content_hash = model.content_hash
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if any(self.token in t for t in texts):
+            time.sleep(self.seconds)  # on the model thread, like a slow inference
+        return self.model.encode(texts)
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        return self.model.generate(prompts, max_new_tokens)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
 def with_injected_faults(model: SmallModel, env: Mapping[str, str] = os.environ) -> SmallModel:
-    """`model` itself, or a `FailingModel` around it when SLMTEST_MODEL_FAIL_TOKEN is set."""
+    """`model` itself, or a `FailingModel`/`SlowModel` around it when SLMTEST_MODEL_FAIL_TOKEN/_SLOW_TOKEN is set."""
+    slow = env.get(SLOW_TOKEN_ENV)
+    if slow:
+        raw_s = env.get(SLOW_S_ENV, "2")
+        try:
+            seconds = float(raw_s)
+        except ValueError:
+            raise ModelError(f"{SLOW_S_ENV}={raw_s!r} must be a number of seconds") from None
+        log.warning("test_slow_model_enabled", model=model.name, env=SLOW_TOKEN_ENV, seconds=seconds)
+        model = SlowModel(model, slow, seconds)
     token = env.get(FAIL_TOKEN_ENV)
     if not token:
         return model

@@ -316,7 +316,7 @@ class _NotUtf8Name(str):
 
 
 async def produce_raw_header_names(bootstrap: str, topic: str, messages: list[tuple[bytes, list]]) -> None:
-    builder = default_records._DefaultRecordBatchBuilderPy
+    builder = default_records._DefaultRecordBatchBuilderPy  # noqa: SLF001  aiokafka's pure-Python builder: the one that can write bad header names
     with ExitStack() as stack:
         for module in (aiokafka.producer.message_accumulator, aiokafka.producer.producer):
             stack.enter_context(mock.patch.object(module, "DefaultRecordBatchBuilder", builder))

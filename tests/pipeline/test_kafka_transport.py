@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from aiokafka.consumer import fetcher
@@ -37,7 +38,7 @@ Headers = list[tuple[str, bytes | None]]
 
 def batch(base_offset: int, records: Sequence[tuple[bytes, Headers]], compression: int = 0) -> bytes:
     """One v2 record batch starting at `base_offset`."""
-    builder = default_records._DefaultRecordBatchBuilderPy(
+    builder = default_records._DefaultRecordBatchBuilderPy(  # noqa: SLF001  the builder that can write bad header names
         magic=2,
         compression_type=compression,
         is_transactional=0,
@@ -88,7 +89,7 @@ def test_a_bad_header_name_is_escaped_and_nothing_is_skipped_or_repeated() -> No
         (6, b"v6", []),
     ]
     assert records.next_fetch_offset == 7  # the consumer's position moves past all of them
-    assert isinstance(records._records, _LenientRecords)
+    assert isinstance(records._records, _LenientRecords)  # noqa: SLF001  which parser the transport chose
 
 
 def test_a_compressed_batch_with_a_bad_header_name() -> None:
@@ -105,7 +106,7 @@ def test_fetch_offset_inside_a_batch_is_respected() -> None:
 def test_good_batches_stay_on_aiokafkas_parser() -> None:
     got, records = read(batch(0, [(b"v0", [("name", b"1")])]) + batch(1, [(b"v1", [])]))
     assert got == [(0, b"v0", [("name", b"1")]), (1, b"v1", [])]
-    assert isinstance(records._records, _KeptRecords)  # never re-parsed
+    assert isinstance(records._records, _KeptRecords)  # noqa: SLF001  which parser the transport chose; never re-parsed
 
 
 def test_other_errors_are_not_swallowed() -> None:
@@ -135,16 +136,16 @@ class _Revoking:
         self.dropped: list[dict] = []
 
         async def faust_revoked(consumer: Consumer, revoked: set) -> None:
-            self.dropped.append({tp: list(consumer._acked[tp]) for tp in sorted(revoked)})
+            self.dropped.append({tp: list(consumer._acked[tp]) for tp in sorted(revoked)})  # noqa: SLF001  Faust's acked offsets, the state the transport handles
 
         async def commit() -> bool:
             self.commits += 1
-            self.consumer._acked["tp0"] = after_commits[min(self.commits, len(after_commits)) - 1]
+            self.consumer._acked["tp0"] = after_commits[min(self.commits, len(after_commits)) - 1]  # noqa: SLF001  Faust's acked offsets, the state the transport handles
             return True
 
         monkeypatch.setattr(driver.Consumer, "on_partitions_revoked", faust_revoked)
         self.consumer = Consumer.__new__(Consumer)
-        self.consumer._acked = {"tp0": [5], "tp1": [9]}
+        self.consumer._acked = {"tp0": [5], "tp1": [9]}  # noqa: SLF001  Faust's acked offsets, the state the transport handles
         self.consumer.commit = commit  # type: ignore[method-assign]
 
     def revoke(self, revoked: set[str]) -> None:
@@ -169,3 +170,18 @@ def test_revoke_commits_once_when_nothing_is_left(monkeypatch: pytest.MonkeyPatc
     r = _Revoking(monkeypatch, [[]])
     r.revoke({"tp0"})  # tp1's acks are not revoked: no reason for another round
     assert r.commits == 1
+
+
+def test_the_versions_whose_privates_we_use_are_pinned() -> None:
+    """pipeline/kafka_transport.py relies on private parts of these exact versions. Before moving a pin, re-check
+    each `# noqa: SLF001` there and the private classes it subclasses or replaces: aiokafka's
+    `AIOKafkaConsumer._fetch_max_wait_ms`, `fetcher.PartitionRecords._unpack_records/_records/_tp`,
+    `fetcher.MemoryRecords`, `_MemoryRecordsPy._next_slice/_cache_next`, `_DefaultRecordBatchPy._buffer`;
+    Faust's `Consumer._acked`, `Consumer._committed_offset`, `Consumer._unacked_messages`."""
+    from importlib.metadata import version
+
+    pins = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+    assert {name: version(name) for name in pins} == pins
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    for name, pinned in pins.items():
+        assert f'"{name}=={pinned}"' in pyproject, f"pyproject.toml must pin {name}=={pinned}"

@@ -63,7 +63,7 @@ def setting_line(msg: str, key: str) -> str:
 
 @pytest.fixture
 def faust_app() -> ModuleType:
-    """pipeline.faust_app, imported with the repo config (the import itself builds the default app)."""
+    """pipeline.faust_app (importing it builds nothing; the tests call create_app with their settings)."""
     return importlib.import_module("pipeline.faust_app")
 
 
@@ -448,9 +448,9 @@ async def test_produce_and_tail_clients_get_the_security_kwargs(monkeypatch: pyt
     monkeypatch.setattr(topics, "AIOKafkaProducer", _recorder(calls, "producer"))
     monkeypatch.setattr(topics, "AIOKafkaConsumer", _recorder(calls, "consumer"))
     with pytest.raises(_Stop):
-        await topics._produce([b"{}"], "events", 0, "h:1", 4, dict(SASL_KWARGS))
+        await topics._produce([b"{}"], "events", 0, "h:1", 4, dict(SASL_KWARGS))  # noqa: SLF001  the command's body, without Typer around it
     with pytest.raises(_Stop):
-        await topics._tail("events", 10, False, False, "h:1", dict(SASL_KWARGS))
+        await topics._tail("events", 10, False, False, "h:1", dict(SASL_KWARGS))  # noqa: SLF001  the command's body, without Typer around it
     assert [name for name, _ in calls] == ["ensure_topics", "producer", "consumer"]
     for _, kwargs in calls:
         assert {k: kwargs[k] for k in SASL_KWARGS} == SASL_KWARGS
@@ -480,7 +480,7 @@ async def test_demo_consumer_gets_the_security_kwargs(env, monkeypatch: pytest.M
     calls: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(demo, "AIOKafkaConsumer", _recorder(calls, "consumer"))
     with pytest.raises(_Stop):
-        await demo._run(s, "h:1", [], [], 0, 1)
+        await demo._run(s, "h:1", [], [], 0, 1)  # noqa: SLF001  the command's body, without Typer around it
     assert [name for name, _ in calls] == ["consumer"]
     assert {k: calls[0][1][k] for k in SASL_KWARGS} == SASL_KWARGS
 

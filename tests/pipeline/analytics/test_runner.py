@@ -139,7 +139,7 @@ def test_one_summary_per_key_window_and_acks_only_after_the_broker(monkeypatch) 
         await a.submit(enriched(9, "k2", T0 + 2), lambda: acked.append("e9"))
         loop = asyncio.ensure_future(a.run())
         clock.t = T0 + 11
-        a._wake.set()
+        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
         for _ in range(20):
             await asyncio.sleep(0.01)
         assert acked == []  # summaries sent, not acknowledged: nothing acked
@@ -186,7 +186,7 @@ def test_a_planted_spike_gives_one_alert(monkeypatch) -> None:
                 i += 1
                 await a.submit(enriched(i, f"k{i % 2}", start + 1, label), lambda: None)
             clock.t = start + 11
-            a._wake.set()
+            a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
             await asyncio.sleep(0.02)
             await settle(a)
         loop.cancel()
@@ -212,7 +212,7 @@ def test_generator_failure_falls_back_to_extractive(monkeypatch) -> None:
             await a.submit(enriched(i, "k", T0 + i), lambda: None)
         loop = asyncio.ensure_future(a.run())
         clock.t = T0 + 11
-        a._wake.set()
+        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
         await asyncio.sleep(0.05)
         await settle(a)
         loop.cancel()
@@ -237,7 +237,7 @@ def test_without_a_generator_every_summary_is_extractive_and_bad_records_are_ski
         assert acked == ["bad", "bad2"] and a.emitted["bad"] == 2
         loop = asyncio.ensure_future(a.run())
         clock.t = T0 + 11
-        a._wake.set()
+        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
         await asyncio.sleep(0.05)
         await settle(a)
         loop.cancel()
@@ -281,7 +281,7 @@ def test_summaries_off_acks_after_the_stats_record(monkeypatch) -> None:
         await a.submit(enriched(1, "k", T0 + 1), lambda: acked.append(1))
         loop = asyncio.ensure_future(a.run())
         clock.t = T0 + 11
-        a._wake.set()
+        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
         await asyncio.sleep(0.05)
         await settle(a)
         loop.cancel()
@@ -311,13 +311,13 @@ def test_a_batch_that_cannot_start_in_time_goes_extractive_without_waiting(monke
             await a.submit(enriched(i, "first", T0 + i), lambda: None)
         loop = asyncio.ensure_future(a.run())
         clock.t = T0 + 11  # "first" closes; its batch holds the generator (SlowGenerator waits)
-        a._wake.set()
+        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
         await asyncio.sleep(0.05)
         for i in range(3):
             await a.submit(enriched(10 + i, "second", T0 + 10 + i), lambda: None)
-        a._queued_s = 0.0  # the planner wrongly believes the generator free: "second" is planned abstractive
+        a._queued_s = 0.0  # noqa: SLF001  force the planner's state for this case; the planner wrongly believes the generator free: "second" is planned abstractive
         clock.t = T0 + 21  # "second" closes; its batch waits for the generator at most until its latest start
-        a._wake.set()
+        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
         await asyncio.sleep(0.8)  # longer than its slack (~0.4 s): it went extractive, the generator still busy
         assert [(r["key"], r["method"]) for r in sink.of(s.topics.summaries)] == [("second", "extractive")]
         gen.release.set()
@@ -345,7 +345,7 @@ def test_a_prompt_the_generator_refuses_gets_an_extractive_summary(monkeypatch) 
             await a.submit(enriched(i, "k", T0 + i), lambda: None)
         loop = asyncio.ensure_future(a.run())
         clock.t = T0 + 11
-        a._wake.set()
+        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
         await asyncio.sleep(0.05)
         await settle(a)
         loop.cancel()
@@ -370,7 +370,7 @@ def test_the_partial_first_window_is_not_part_of_the_baseline(monkeypatch) -> No
                 i += 1
                 await a.submit(enriched(i, "k", first), lambda: None)
             clock.t = start + 11
-            a._wake.set()
+            a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
             await asyncio.sleep(0.02)
             await settle(a)
         loop.cancel()

@@ -167,7 +167,7 @@ async def running(scheduler: BatchScheduler) -> AsyncIterator[asyncio.Task[None]
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        for d in list(scheduler._deliveries):
+        for d in list(scheduler._deliveries):  # noqa: SLF001  await the scheduler's pending deliveries
             d.cancel()
 
 

@@ -209,7 +209,7 @@ def test_onnx_greedy_batch_equals_torch_greedy(family: str, workdir: Path, token
 def test_batched_logits_close_to_torch(family: str, workdir: Path, tokenizer_file: Path) -> None:
     m = imported(family, workdir, tokenizer_file)
     ids = m.generator.tokenize(PROMPTS)
-    onnx_logits = prefill_logits(m.generator._session, m.generator.shape, ids, m.generator.pad_id)
+    onnx_logits = prefill_logits(m.generator._session, m.generator.shape, ids, m.generator.pad_id)  # noqa: SLF001  compare the ONNX session's logits directly
     for row, prompt in enumerate(ids):
         with torch.no_grad():
             want = m.torch(torch.tensor([prompt])).logits[0, -1].numpy()
@@ -232,7 +232,7 @@ def test_phi3_longrope_exports_within_its_original_context(workdir: Path, tokeni
     gen = load_generator(workdir / "cache", "tiny-phi3-longrope", threads=1)
     reference = transformers.AutoModelForCausalLM.from_pretrained(str(checkpoint), attn_implementation="eager").eval()
     ids = gen.tokenize(PROMPTS)
-    onnx_logits = prefill_logits(gen._session, gen.shape, ids, gen.pad_id)
+    onnx_logits = prefill_logits(gen._session, gen.shape, ids, gen.pad_id)  # noqa: SLF001  compare the ONNX session's logits directly
     for row, prompt in enumerate(ids):
         with torch.no_grad():
             want = reference(torch.tensor([prompt])).logits[0, -1].numpy()

@@ -242,7 +242,7 @@ def test_batch_with_left_padding_matches_one_by_one(generator: OnnxGenerator) ->
             continue
         # int8 batched logits are not bit-identical to one-by-one (cosine ~0.9999): an early divergence is
         # only acceptable at a near-tie of the one-by-one model (a padding bug diverges by a wide margin).
-        logits = forced_logits(generator._session, generator.shape, prompt, single[: n + 1])[-1]
+        logits = forced_logits(generator._session, generator.shape, prompt, single[: n + 1])[-1]  # noqa: SLF001  compare the ONNX session's logits directly
         chosen = tokens[n] if n < len(tokens) else max(generator.stop_ids, key=lambda t: logits[t])
         assert logits.max() - logits[chosen] < 1.0, (n, single, tokens)
 

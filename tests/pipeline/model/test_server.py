@@ -87,7 +87,7 @@ async def test_requests_arriving_while_the_model_is_busy_share_the_next_call(ser
     assert await asyncio.to_thread(model.entered.wait, 5)  # the model is busy with client 0's request
     batches = [["b1", "b2"], ["c1"], ["d1", "d2", "d3"]]
     others = [asyncio.ensure_future(c.encode("fake", t)) for c, t in zip(clients[1:], batches, strict=True)]
-    while len(server._pending) < 3:  # all three queued behind the busy model
+    while len(server._pending) < 3:  # noqa: SLF001  wait until the server has queued the requests; all three queued behind the busy model
         await asyncio.sleep(0.005)
     model.gate.set()
     results = await asyncio.gather(first, *others)
@@ -111,7 +111,7 @@ async def test_a_merged_call_holds_at_most_max_batch_texts(served, sock_path: Pa
     queued = []
     for i, n in enumerate(sizes):
         queued.append(asyncio.ensure_future(client.encode("fake", [f"r{i}-{j}" for j in range(n)])))
-        while len(server._pending) < i + 1:
+        while len(server._pending) < i + 1:  # noqa: SLF001  wait until the server has queued the requests
             await asyncio.sleep(0.005)
     model.gate.set()
     await asyncio.gather(first, *queued)
@@ -127,7 +127,7 @@ async def test_a_failing_request_fails_alone_when_merged(served, sock_path: Path
     assert await asyncio.to_thread(model.entered.wait, 5)
     ok = asyncio.ensure_future(good.encode("fake", ["fine", "also fine"]))
     failing = asyncio.ensure_future(bad.encode("fake", ["boom"]))
-    while len(server._pending) < 2:
+    while len(server._pending) < 2:  # noqa: SLF001  wait until the server has queued the requests
         await asyncio.sleep(0.005)
     model.gate.set()
     await first

@@ -1,0 +1,51 @@
+"""The one place a worker is assembled: settings → app, topics, runtime, agents, web pages, timers.
+
+`build_worker(settings)` returns the Faust app ready for `faust worker`; `pipeline.app` (what
+`faust -A pipeline worker` asks for) is `app_from_environment()`, built on first access. Importing this module
+reads no settings and creates nothing.
+
+A wrong setting, or a model that is not there, stops the worker here, before it touches Kafka, with a message
+naming the setting or the command that builds the model (`slmstream: ...`, exit status 2).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from agents import analyze, classify
+from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.faust_app import SlmApp, create_app, worker_topics
+from pipeline.model.base import ModelError
+from pipeline.runtime import Runtime, preflight
+from pipeline.web import register_pages
+
+LAG_INTERVAL_S = 5.0
+
+
+def build_worker(settings: Settings) -> SlmApp:
+    """The worker's app for validated `settings` (ModelError: a model it needs is missing or broken)."""
+    preflight(settings)  # before the app exists: nothing is logged or connected for a worker that cannot start
+    app = create_app(settings)
+    topics = worker_topics(app)
+    runtime = app.runtime = Runtime(app, topics)
+    # Started with the app, stopped (drained) before its consumer: see pipeline/runtime.py. An instance, not a
+    # class: Faust starts either (App._prepare_subservice), its annotation names only the class.
+    app.service(runtime)  # type: ignore[arg-type]
+    classify.register(app, runtime, topics)
+    if runtime.analytics_on:
+        analyze.register(app, runtime, topics)
+    register_pages(app, runtime.is_ready)
+    app.timer(LAG_INTERVAL_S)(runtime.record_lag)
+    return app
+
+
+def app_from_environment() -> SlmApp:
+    """`build_worker` for the settings of this process (SLMSTREAM_CONFIG, SLMSTREAM_* env vars); on a bad
+    setting or a missing model: print why and exit with status 2."""
+    try:
+        return build_worker(load_settings())
+    except ConfigError as exc:
+        print(f"slmstream: {exc}", file=sys.stderr)
+    except ModelError as exc:
+        print(f"slmstream: cannot start: {exc}", file=sys.stderr)
+    raise SystemExit(2)
