@@ -12,6 +12,7 @@ from faust import StreamT
 
 from pipeline import metrics
 from pipeline.batching.scheduler import BatchScheduler, Work
+from pipeline.dashboard.live import LiveState
 from pipeline.faust_app import app, deferred_topic, events_topic, settings
 from pipeline.ingest.origin import origin_of
 from pipeline.ingest.validate import Rejection, validate
@@ -19,10 +20,11 @@ from pipeline.output.records import origin_of_deferred
 from pipeline.runtime import Runtime
 from pipeline.web import register_pages
 
-runtime = Runtime(app)
+live = LiveState()  # the dashboard's state: fed by the loops as an observer, read by /api/live
+runtime = Runtime(app, observers=(metrics.MetricsObserver(), live))
 app.task(runtime.run)
 app.timer(5.0)(runtime.record_lag)
-register_pages(app, lambda: runtime.scheduler is not None)
+register_pages(app, lambda: runtime.scheduler is not None, live)
 
 
 async def _consume(stream: StreamT, *, deferred: bool) -> None:

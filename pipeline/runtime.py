@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 from functools import partial
 
 import structlog
@@ -24,6 +25,7 @@ from pipeline.model.faults import with_injected_faults
 from pipeline.model.identity import IDENTITY
 from pipeline.model.loading import open_encoder
 from pipeline.model.worker import ModelWorker
+from pipeline.output.observers import Observer
 from pipeline.output.sink import FaustSink
 
 log = structlog.get_logger(__name__)
@@ -54,10 +56,11 @@ def preflight(settings: Settings) -> None:
             read_manifest(settings.model.cache_dir, name)
 
 
-async def start_analytics(settings: Settings, encoder: ModelWorker, sink: FaustSink) -> WindowAnalytics:
+async def start_analytics(
+    settings: Settings, encoder: ModelWorker, sink: FaustSink, observers: Sequence[Observer] = ()
+) -> WindowAnalytics:
     """The window analytics: the generator loaded on its own thread (summaries on), the classifier's encoder
-    reused for extractive summaries, and the dashboard fed with every record the broker acknowledged."""
-    from pipeline.dashboard.live import LIVE
+    reused for extractive summaries, and the observers (dashboard, metrics) told of every record stored."""
     from pipeline.model.generator_worker import GeneratorWorker
     from pipeline.model.onnx_generator import load_generator
 
@@ -68,7 +71,7 @@ async def start_analytics(settings: Settings, encoder: ModelWorker, sink: FaustS
             partial(load_generator, settings.model.cache_dir, s.generator, threads=s.threads, max_batch=s.max_batch)
         )
     analytics = WindowAnalytics(
-        settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, live=LIVE
+        settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, observers=observers
     )
     if generator is not None:  # a first real call: onnxruntime's first run is slow, and the planner learns
         _, stats = await generator.generate([WARMUP_TEXT], 8)
@@ -85,13 +88,14 @@ async def start_analytics(settings: Settings, encoder: ModelWorker, sink: FaustS
 
 
 class Runtime:
-    def __init__(self, app: SlmApp) -> None:
+    def __init__(self, app: SlmApp, observers: Sequence[Observer] = ()) -> None:
         try:
             preflight(app.settings)
         except ModelError as exc:
             print(f"slmstream: cannot start: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         self.app = app
+        self.observers = tuple(observers)  # the dashboard's live state and the metrics
         self.scheduler: BatchScheduler | None = None
         self._ready: asyncio.Event | None = None
         self.analytics: WindowAnalytics | None = None  # summaries/stats/alerts, when enabled
@@ -126,11 +130,11 @@ class Runtime:
             print(f"slmstream: cannot start: {exc}", file=sys.stderr)
             await self.app.crash(exc)
             return
-        scheduler = BatchScheduler(settings, primary, fallback, FaustSink(self.app))
+        scheduler = BatchScheduler(settings, primary, fallback, FaustSink(self.app), observers=self.observers)
         await self._warm_up(scheduler, primary)
         if analytics_on:
             try:
-                self.analytics = await start_analytics(settings, primary, FaustSink(self.app))
+                self.analytics = await start_analytics(settings, primary, FaustSink(self.app), self.observers)
             except ModelError as exc:
                 log.error("model_load_failed", error=str(exc))
                 print(f"slmstream: cannot start: {exc}", file=sys.stderr)
