@@ -106,7 +106,9 @@ def parse_enriched(value: bytes | dict, key_spec: str) -> tuple[str, WindowEvent
         raise BadRecord("needs string id, text and analysis.label")
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise BadRecord("needs ts in epoch milliseconds")
-    latency = analysis.get("latency_ms", {}).get("total") if isinstance(analysis.get("latency_ms"), dict) else None
+    assert isinstance(analysis, dict)  # a label was found in it
+    latency_ms = analysis.get("latency_ms")
+    latency = latency_ms.get("total") if isinstance(latency_ms, dict) else None
     source = doc.get("source")
     event = WindowEvent(
         ident,

@@ -7,7 +7,7 @@ A sink only hands a record over; retrying, waiting for the broker's ack and acki
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import faust
 
@@ -28,5 +28,6 @@ class FaustSink:
         self.app = app
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> Awaitable[Any]:
-        # The producer directly, not Topic.send: no codec work, and we get the broker-ack future back.
-        return await self.app.producer.send(topic, key, value, None, None, headers)
+        # The producer directly, not Topic.send: no codec work, and we get the broker-ack future back. Faust's
+        # annotation omits None header values, which Kafka and aiokafka allow (a header copied from the input).
+        return await self.app.producer.send(topic, key, value, None, None, cast("list[tuple[str, bytes]]", headers))
