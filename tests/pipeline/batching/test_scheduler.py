@@ -40,9 +40,14 @@ WAIT_S = 2.0
 class Clock:
     def __init__(self, now: float = T0) -> None:
         self.now = now
+        self.pauses: list[float] = []  # what the scheduler's outbox slept for (retry back-off): no real time
 
     def __call__(self) -> float:
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        await asyncio.sleep(0)
 
 
 @dataclass
@@ -180,7 +185,15 @@ def build(
 ) -> tuple[BatchScheduler, FakeWorker, FakeSink, Clock]:
     primary = primary or FakeWorker()
     sink, clock = FakeSink(), Clock()
-    sched = BatchScheduler(settings, primary, fallback, sink, observers=observers, clock=clock)  # type: ignore[arg-type]
+    sched = BatchScheduler(
+        settings,
+        primary,  # type: ignore[arg-type]
+        fallback,  # type: ignore[arg-type]
+        sink,
+        observers=observers,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     return sched, primary, sink, clock
 
 
@@ -381,7 +394,8 @@ async def test_failed_send_is_retried_not_dropped() -> None:
     work, ack = make_work(clock, "a charge", id="e1")
     async with running(sched) as task:
         await sched.submit(work)
-        await eventually(lambda: len(sink.sent) == 1, task)  # after the scheduler's 0.1 s back-off
+        await eventually(lambda: len(sink.sent) == 1, task)
+        assert clock.pauses == [0.1]  # one back-off before the second try
         assert sink.sent[0].topic == "events.enriched"
         sink.ack_all()
         await eventually(lambda: ack.calls == 1, task)
@@ -395,7 +409,8 @@ async def test_broker_refusal_is_resent_before_acking() -> None:
         await sched.submit(work)
         await eventually(lambda: len(sink.sent) == 1, task)
         sink.sent[0].future.set_exception(RuntimeError("NOT_LEADER_FOR_PARTITION"))
-        await eventually(lambda: len(sink.sent) == 2, task)  # after a 0.5 s pause
+        await eventually(lambda: len(sink.sent) == 2, task)
+        assert clock.pauses == [0.5]  # one pause before handing it off again
         assert sink.sent[1].value == sink.sent[0].value
         assert ack.calls == 0
         sink.sent[1].future.set_result(None)
