@@ -329,9 +329,6 @@ class WindowAnalytics:
 
     async def _acquire_generator_by(self, latest_start: float) -> bool:
         """Take the generator lock, giving up at `latest_start` on the injected clock (True: taken)."""
-        if not self._gen_lock.locked():
-            await self._gen_lock.acquire()
-            return True
         acquire = asyncio.ensure_future(self._gen_lock.acquire())
         timer = asyncio.ensure_future(self.sleep(max(latest_start - self.clock(), 0.0)))
         try:
@@ -404,7 +401,6 @@ class WindowAnalytics:
                     sample_ids=[e.id for e in w.events[:MAX_SAMPLES]],
                 )
             )
-            self.emitted[method] += 1
             await self._deliver("summary", self.topics.summaries, w.key.encode(), record, ack=w, closed_at=closed_at)
         else:
             alert = dict(alert_record(task.spike, task.window, text, method=method, model=model))
@@ -475,6 +471,8 @@ class WindowAnalytics:
         def delivered() -> None:
             now = self.clock()
             self.emitted[{"summary": "summaries", "alert": "alerts", "stats": "stats"}[outcome]] += 1
+            if outcome == "summary":
+                self.emitted[record["method"]] += 1
             latencies = [max(now - closed_at, 0.0)] if closed_at is not None else []
             batch = Delivered(outcome, 1, now, latencies_s=latencies, records=[record])
             for o in self.observers:
