@@ -16,7 +16,8 @@ Shutdown: `drain()` batches whatever waits at once (no max_wait, no waiting for 
 the model and the outbox, and returns when the broker holds every result and every input is acked. An event
 not yet submitted is not acked, so it is read again by whoever gets its partition next.
 
-Observers (the dashboard, the metrics) hear once per model batch and once per delivered batch.
+Observers (the dashboard, the metrics; pipeline/output/observers.py) hear once per model batch, once per
+delivered batch, and whenever the number of held events changes.
 """
 
 from __future__ import annotations
