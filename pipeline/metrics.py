@@ -1,11 +1,18 @@
 """Prometheus metrics of the worker, served at /metrics on its web port.
 
-One registry of our own (not the process default) so tests can build several apps in one process.
+One registry of our own (not the process default) so tests can build several apps in one process. The loops
+(scheduler, window analytics) do not touch these: they report to `MetricsObserver`, which the worker's
+assembly passes to them as an observer (pipeline/output/observers.py), once per batch.
 """
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from typing import Literal
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from pipeline.output.observers import BaseObserver, Delivered, ModelBatch
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -63,3 +70,36 @@ ANALYTICS_HELD = Gauge(
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+
+class MetricsObserver(BaseObserver):
+    """Feeds the metrics above from the loops' per-batch reports."""
+
+    def on_delivered(self, batch: Delivered) -> None:
+        if batch.outcome in ("enriched", "dlq", "deferred"):
+            EVENTS_OUT.labels(batch.outcome).inc(batch.size)
+        if batch.outcome == "enriched":
+            for seconds in batch.latencies_s:
+                END_TO_END.observe(seconds)
+        elif batch.outcome == "dlq":
+            for reason, n in Tally(batch.reasons).items():
+                DLQ.labels(reason).inc(n)
+        elif batch.outcome == "summary":
+            for record in batch.records:
+                SUMMARIES.labels(str(record.get("method"))).inc()
+            for seconds in batch.latencies_s:
+                SUMMARY_LATENCY.observe(seconds)
+        elif batch.outcome == "alert":
+            for record in batch.records:
+                ALERTS.labels(str(record.get("label"))).inc()
+
+    def on_model_batch(self, batch: ModelBatch) -> None:
+        BATCH_SIZE.labels(batch.model).observe(batch.size)
+        MODEL_TIME.labels(batch.model).observe(batch.model_s)
+        for seconds in batch.queue_waits_s:
+            QUEUE_WAIT.observe(seconds)
+        if batch.deadline_misses:
+            DEADLINE_MISSES.labels(batch.late_policy).inc(batch.deadline_misses)
+
+    def on_held(self, loop: Literal["classify", "analytics"], held: int) -> None:
+        (QUEUE_DEPTH if loop == "classify" else ANALYTICS_HELD).set(held)

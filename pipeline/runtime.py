@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -42,6 +42,7 @@ from pipeline.model.faults import with_injected_faults
 from pipeline.model.identity import IDENTITY
 from pipeline.model.loading import open_encoder
 from pipeline.model.worker import ModelWorker
+from pipeline.output.observers import Observer
 from pipeline.output.sink import FaustSink
 
 log = structlog.get_logger(__name__)
@@ -74,11 +75,14 @@ def preflight(settings: Settings) -> None:
 
 
 async def start_analytics(
-    settings: Settings, encoder: ModelWorker, sink: FaustSink, on_close: Callable[[Callable[[], Any]], None]
+    settings: Settings,
+    encoder: ModelWorker,
+    sink: FaustSink,
+    on_close: Callable[[Callable[[], Any]], None],
+    observers: Sequence[Observer] = (),
 ) -> WindowAnalytics:
     """The window analytics: the generator loaded on its own thread (summaries on), the classifier's encoder
-    reused for extractive summaries, and the dashboard fed with every record the broker acknowledged."""
-    from pipeline.dashboard.live import LIVE
+    reused for extractive summaries, and the observers (dashboard, metrics) told of every record stored."""
     from pipeline.model.generator_worker import GeneratorWorker
     from pipeline.model.onnx_generator import load_generator
 
@@ -90,7 +94,7 @@ async def start_analytics(
         )
         on_close(generator.close)
     analytics = WindowAnalytics(
-        settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, live=LIVE
+        settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, observers=observers
     )
     if generator is not None:  # a first real call: onnxruntime's first run is slow, and the planner learns
         _, stats = await generator.generate([WARMUP_TEXT], 8)
@@ -109,11 +113,12 @@ async def start_analytics(
 class Runtime(mode.Service):
     """Models, scheduler and analytics of one worker, with the lifecycle described at the top of this module."""
 
-    def __init__(self, app: SlmApp, topics: WorkerTopics) -> None:
+    def __init__(self, app: SlmApp, topics: WorkerTopics, observers: Sequence[Observer] = ()) -> None:
         super().__init__()
         self.app = app
         self.settings = app.settings
         self.topics = topics
+        self.observers = tuple(observers)  # the dashboard's live state and the metrics
         self.scheduler: BatchScheduler | None = None
         self.analytics: WindowAnalytics | None = None  # summaries/stats/alerts, when enabled
         self._ready: asyncio.Event | None = None
@@ -152,11 +157,13 @@ class Runtime(mode.Service):
         except ModelError as exc:
             await self._cannot_start(exc)
             return
-        scheduler = BatchScheduler(settings, primary, fallback, FaustSink(self.app))
+        scheduler = BatchScheduler(settings, primary, fallback, FaustSink(self.app), observers=self.observers)
         await self._warm_up(scheduler, primary)
         if self.analytics_on:
             try:
-                self.analytics = await start_analytics(settings, primary, FaustSink(self.app), self._closers.append)
+                self.analytics = await start_analytics(
+                    settings, primary, FaustSink(self.app), self._closers.append, self.observers
+                )
             except ModelError as exc:
                 await self._cannot_start(exc)
                 return

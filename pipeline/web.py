@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import SecretStr
 
 from pipeline import metrics
+from pipeline.dashboard.live import LiveState
 from pipeline.dashboard.page import dashboard_headers, dashboard_html, live_json
 
 Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
@@ -58,7 +59,7 @@ def bearer_auth_middleware(token: SecretStr) -> Callable[[aioweb.Request, Handle
     return require_bearer_token
 
 
-def register_pages(app: faust.App, is_ready: Callable[[], bool]) -> None:
+def register_pages(app: faust.App, is_ready: Callable[[], bool], live: LiveState) -> None:
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -80,4 +81,4 @@ def register_pages(app: faust.App, is_ready: Callable[[], bool]) -> None:
     @app.page("/api/live")
     class LiveApi(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(live_json(), content_type="application/json", headers={"Cache-Control": "no-store"})
+            return self.bytes(live_json(live), content_type="application/json", headers={"Cache-Control": "no-store"})

@@ -13,7 +13,9 @@ from __future__ import annotations
 import sys
 
 from agents import analyze, classify
+from pipeline import metrics
 from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.dashboard.live import LiveState
 from pipeline.faust_app import SlmApp, create_app, worker_topics
 from pipeline.model.base import ModelError
 from pipeline.runtime import Runtime, preflight
@@ -27,14 +29,15 @@ def build_worker(settings: Settings) -> SlmApp:
     preflight(settings)  # before the app exists: nothing is logged or connected for a worker that cannot start
     app = create_app(settings)
     topics = worker_topics(app)
-    runtime = app.runtime = Runtime(app, topics)
+    live = LiveState()  # the dashboard's state: fed by the loops as an observer, read by /api/live
+    runtime = app.runtime = Runtime(app, topics, observers=(metrics.MetricsObserver(), live))
     # Started with the app, stopped (drained) before its consumer: see pipeline/runtime.py. An instance, not a
     # class: Faust starts either (App._prepare_subservice), its annotation names only the class.
     app.service(runtime)  # type: ignore[arg-type]
     classify.register(app, runtime, topics)
     if runtime.analytics_on:
         analyze.register(app, runtime, topics)
-    register_pages(app, runtime.is_ready)
+    register_pages(app, runtime.is_ready, live)
     app.timer(LAG_INTERVAL_S)(runtime.record_lag)
     return app
 

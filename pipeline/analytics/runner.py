@@ -2,13 +2,20 @@
 
     agent ─submit()→ per-key windows ─close→ SummaryPlanner ─┬→ generator thread (abstractive, batched)
                    └→ global windows ─close→ stats, spikes   └→ classifier's encoder (extractive)
-                                                              → sink ─broker ack→ ack the window's records
+                                                              → outbox ─broker ack→ ack the window's records
 
 Crash safety without Faust tables: an enriched record is acked only after the summary of the window holding it
 has been acked by the broker (with summaries off: after its global window's stats record). Faust commits the
 contiguous acked prefix, so after a crash every record of every window not yet summarized is read again, the
 windows are rebuilt and their summaries emitted (duplicates possible, loss not). Stats and alert baselines are
-process-local: rebuilt from the records read again, not restored.
+process-local: rebuilt from the records read again, not restored. Records leave through the outbox
+(pipeline/output/outbox.py: retries, ack after the broker's, a record that can never be sent stops `run()`).
+
+Shutdown: `drain()` finishes the windows already closed (their summaries, stats and alerts stored and their
+records acked); windows still open are left unacked, so whoever reads the partition next rebuilds them.
+
+Time: every wait is on the injected `clock`/`sleep` (a generator batch's latest start included), so tests
+drive it with a fake clock; `close_due()` closes what is due now, and `run()` calls it whenever that changes.
 
 Memory is bounded: `submit` waits while `summaries.max_held` records are held (in open windows or awaiting
 their summary's ack), which stops the agent pulling from Kafka; windows close early at their size bounds.
@@ -18,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -28,7 +34,6 @@ import numpy as np
 import orjson
 import structlog
 
-from pipeline import metrics
 from pipeline.analytics.alerts import Spike, SpikeDetector
 from pipeline.analytics.extractive import extractive_summary, sample_evenly
 from pipeline.analytics.records import alert_record, summary_record
@@ -44,19 +49,15 @@ from pipeline.analytics.summarizer import (
 from pipeline.analytics.windows import TumblingWindows, Window, WindowEvent, key_of
 from pipeline.config import Settings
 from pipeline.model.onnx_generator import GenerationStats
+from pipeline.output.observers import Delivered, Observer, Outcome
+from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep, run_ack
+from pipeline.output.sink import Sink
 
 log = structlog.get_logger(__name__)
 
-SEND_RETRY_MAX_S = 5.0
 UNFIT_TOKENS = 10**9  # token count of a prompt the generator cannot take
 PARTIAL_WINDOW_SHARE = 0.1  # a first window whose first event came later than this share into it
 MAX_SAMPLES = 5
-
-
-class Sink(Protocol):
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes | None]] | None = None
-    ) -> Awaitable[Any]: ...
 
 
 class Embedder(Protocol):
@@ -72,12 +73,6 @@ class TextGenerator(Protocol):
     def count_tokens(self, prompt: str) -> int: ...
 
     async def generate(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[str], GenerationStats]: ...
-
-
-class Live(Protocol):
-    def add_summary(self, record: dict) -> None: ...
-    def add_alert(self, record: dict) -> None: ...
-    def add_stats(self, record: dict) -> None: ...
 
 
 @dataclass(slots=True)
@@ -111,7 +106,9 @@ def parse_enriched(value: bytes | dict, key_spec: str) -> tuple[str, WindowEvent
         raise BadRecord("needs string id, text and analysis.label")
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise BadRecord("needs ts in epoch milliseconds")
-    latency = analysis.get("latency_ms", {}).get("total") if isinstance(analysis.get("latency_ms"), dict) else None
+    assert isinstance(analysis, dict)  # a label was found in it
+    latency_ms = analysis.get("latency_ms")
+    latency = latency_ms.get("total") if isinstance(latency_ms, dict) else None
     source = doc.get("source")
     event = WindowEvent(
         ident,
@@ -124,12 +121,6 @@ def parse_enriched(value: bytes | dict, key_spec: str) -> tuple[str, WindowEvent
     return key_of(doc, key_spec), event
 
 
-async def _call(fn: Callable[[], Any]) -> None:
-    result = fn()
-    if inspect.isawaitable(result):
-        await result
-
-
 class WindowAnalytics:
     def __init__(
         self,
@@ -138,14 +129,16 @@ class WindowAnalytics:
         embedder: Embedder,
         generator: TextGenerator | None,
         *,
-        live: Live | None = None,
+        observers: Sequence[Observer] = (),
         clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         s, a = settings.summaries, settings.alerts
         if not (s.enabled or a.enabled):
             raise ValueError("neither summaries nor alerts are enabled")
-        self.settings, self.sink, self.embedder, self.generator = settings, sink, embedder, generator
-        self.live, self.clock = live, clock
+        self.settings, self.embedder, self.generator = settings, embedder, generator
+        self.observers, self.clock, self.sleep = tuple(observers), clock, sleep
+        self.outbox = Outbox(sink, on_failure=lambda _: self._wake.set(), sleep=sleep)
         self.s, self.topics = s, settings.topics
         self.summaries_on, self.alerts_on = s.enabled, a.enabled
         self.keyed = TumblingWindows(
@@ -184,7 +177,7 @@ class WindowAnalytics:
         self.emitted = {"summaries": 0, "abstractive": 0, "extractive": 0, "stats": 0, "alerts": 0, "bad": 0}
 
     # ---- intake -----------------------------------------------------------------------------------------
-    async def submit(self, value: bytes | dict, ack: Callable[[], Any]) -> None:
+    async def submit(self, value: bytes | dict, ack: AckFn) -> None:
         """Hold one enriched record in its windows; waits while `max_held` records are held."""
         try:
             key, event = parse_enriched(value, self.s.key)
@@ -192,11 +185,10 @@ class WindowAnalytics:
             # Nothing to summarize; the record stays in events.enriched. Ack it so it cannot block commits.
             self.emitted["bad"] += 1
             log.warning("enriched_record_skipped", reason=str(exc))
-            await _call(ack)
+            await run_ack(ack)
             return
         await self._room.acquire()
-        self.held += 1
-        metrics.ANALYTICS_HELD.set(self.held)
+        self._hold(+1)
         event.ack = self._releasing(ack)
         now = self.clock()
         closed_keyed: list[Window] = []
@@ -212,34 +204,48 @@ class WindowAnalytics:
             self._spawn(self._close_global(w))
         self._wake.set()
 
-    def _releasing(self, ack: Callable[[], Any]) -> Callable[[], Awaitable[None]]:
+    def _releasing(self, ack: AckFn) -> Callable[[], Awaitable[None]]:
         async def done() -> None:
-            await _call(ack)
-            self.held -= 1
-            metrics.ANALYTICS_HELD.set(self.held)
+            await run_ack(ack)
+            self._hold(-1)
             self._room.release()
 
         return done
 
+    def _hold(self, n: int) -> None:
+        self.held += n
+        for o in self.observers:
+            o.on_held("analytics", self.held)
+
     # ---- the loop ---------------------------------------------------------------------------------------
     async def run(self) -> None:
+        """Close windows as they fall due, until cancelled; raises the outbox's failure (a record that can
+        never be sent). Wakes at the next close, on a submit, and at least once a second."""
         while True:
+            self.outbox.raise_if_failed()
+            self.close_due()
             now = self.clock()
-            closed = self.keyed.due(now) if self.summaries_on else []
-            if closed:
-                self._spawn(self._summarize(closed))
-            for w in self.global_windows.due(now):
-                self._spawn(self._close_global(w))
             due = [t for t in (self.keyed.next_close_at(), self.global_windows.next_close_at()) if t is not None]
             timeout = min(max(min(due) - now, 0.01), 1.0) if due else 1.0
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    def close_due(self) -> None:
+        """Close the windows due at `clock()` and start their summaries, stats and alerts."""
+        now = self.clock()
+        closed = self.keyed.due(now) if self.summaries_on else []
+        if closed:
+            self._spawn(self._summarize(closed))
+        for w in self.global_windows.due(now):
+            self._spawn(self._close_global(w))
+
     async def drain(self) -> None:
-        """Wait for every spawned summary/stats/alert task (tests, shutdown)."""
+        """Finish the windows already closed: wait for every summary/stats/alert task they started (and any
+        those start) and for the outbox, so every such record is stored and acked (shutdown, tests)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.outbox.drain()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -303,9 +309,7 @@ class WindowAnalytics:
         # Generator calls run one at a time, in plan order. A batch that cannot start by its latest start time
         # (the earliest deadline minus its estimated time) goes extractive then, instead of waiting any longer.
         latest_start = min(j.deadline for j in batch) - self.planner.batch_time(batch)
-        try:
-            await asyncio.wait_for(self._gen_lock.acquire(), max(latest_start - self.clock(), 0.0))
-        except TimeoutError:
+        if not await self._acquire_generator_by(latest_start):
             log.info("generator_behind", batch=len(batch))
         else:
             try:
@@ -322,6 +326,20 @@ class WindowAnalytics:
                 self._spawn(self._emit(job, text, "abstractive", self.generator.name))
             else:
                 self._spawn(self._extractive(job))
+
+    async def _acquire_generator_by(self, latest_start: float) -> bool:
+        """Take the generator lock, giving up at `latest_start` on the injected clock (True: taken)."""
+        acquire = asyncio.ensure_future(self._gen_lock.acquire())
+        timer = asyncio.ensure_future(self.sleep(max(latest_start - self.clock(), 0.0)))
+        try:
+            await asyncio.wait({acquire, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            acquire.cancel()  # a no-op once it has the lock; a cancelled acquire hands the lock on (asyncio.Lock)
+        try:
+            return await acquire
+        except asyncio.CancelledError:
+            return False
 
     async def _generate(self, batch: list[Job]) -> list[str] | None:
         assert self.generator is not None
@@ -383,36 +401,20 @@ class WindowAnalytics:
                     sample_ids=[e.id for e in w.events[:MAX_SAMPLES]],
                 )
             )
-            await self._deliver(self.topics.summaries, w.key.encode(), record)
-            await self._ack_window(w)
-            self.emitted["summaries"] += 1
-            self.emitted[method] += 1
-            metrics.SUMMARIES.labels(method).inc()
-            metrics.SUMMARY_LATENCY.observe(max(self.clock() - closed_at, 0.0))
-            if self.live is not None:
-                self.live.add_summary(record)
+            await self._deliver("summary", self.topics.summaries, w.key.encode(), record, ack=w, closed_at=closed_at)
         else:
             alert = dict(alert_record(task.spike, task.window, text, method=method, model=model))
-            await self._deliver(self.topics.alerts, task.spike.label.encode(), alert)
-            self.emitted["alerts"] += 1
-            metrics.ALERTS.labels(task.spike.label).inc()
-            if self.live is not None:
-                self.live.add_alert(alert)
+            await self._deliver("alert", self.topics.alerts, task.spike.label.encode(), alert)
 
     async def _ack_window(self, window: Window) -> None:
         for event in window.events:
             for ack in event.acks():
-                await _call(ack)
+                await run_ack(ack)
 
     # ---- stats and alerts -------------------------------------------------------------------------------
     async def _close_global(self, window: Window) -> None:
         record = dict(stats_record(window))
-        await self._deliver(self.topics.stats, None, record)
-        self.emitted["stats"] += 1
-        if self.live is not None:
-            self.live.add_stats(record)
-        if not self.summaries_on:
-            await self._ack_window(window)
+        await self._deliver("stats", self.topics.stats, None, record, ack=None if self.summaries_on else window)
         if not self.alerts_on:
             return
         by_label: dict[str, list[WindowEvent]] = {}
@@ -451,19 +453,29 @@ class WindowAnalytics:
         return jobs
 
     # ---- delivery -----------------------------------------------------------------------------------------
-    async def _deliver(self, topic: str, key: bytes | None, record: dict[str, Any]) -> None:
-        """Send and wait for the broker's ack, resending until it takes the record: never drop it."""
-        value = orjson.dumps(record)
-        delay = 0.1
-        while True:
-            try:
-                fut = await self.sink.send(topic, key, value)
-                await fut
-                return
-            except Exception as exc:
-                if getattr(exc, "retriable", True) is False:
-                    log.error("send_failed_not_retriable", topic=topic, error=repr(exc), size=len(value))
-                    raise
-                log.warning("send_failed", topic=topic, error=repr(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, SEND_RETRY_MAX_S)
+    async def _deliver(
+        self,
+        outcome: Outcome,
+        topic: str,
+        key: bytes | None,
+        record: dict[str, Any],
+        *,
+        ack: Window | None = None,
+        closed_at: float | None = None,
+    ) -> None:
+        """Write one record through the outbox and wait until the broker holds it; then ack the records of
+        `ack` (the window it summarizes) and tell the observers."""
+        out = Outgoing(topic, key, orjson.dumps(record))
+        then_ack = [] if ack is None else [lambda: self._ack_window(ack)]
+
+        def delivered() -> None:
+            now = self.clock()
+            self.emitted[{"summary": "summaries", "alert": "alerts", "stats": "stats"}[outcome]] += 1
+            if outcome == "summary":
+                self.emitted[record["method"]] += 1
+            latencies = [max(now - closed_at, 0.0)] if closed_at is not None else []
+            batch = Delivered(outcome, 1, now, latencies_s=latencies, records=[record])
+            for o in self.observers:
+                o.on_delivered(batch)
+
+        await self.outbox.deliver([out], then_ack, then=delivered)

@@ -1,65 +1,52 @@
 """The loop between the batcher and the model: forms batches, applies the late policy, runs the model off
-the event loop, hands results to the sink and acks each input only after the broker has its result.
+the event loop, and hands each batch's results to the outbox, which acks each input only after the broker has
+its result (pipeline/output/outbox.py states the ack guarantees).
 
-    agent ─submit()→ DeadlineBatcher ─batch→ ModelWorker (thread) ─results→ Sink ─broker ack→ ack input
+    agent ─submit()→ DeadlineBatcher ─batch→ ModelWorker (thread) ─results→ Outbox ─broker ack→ ack input
 
 Two lanes: `main` (events from `events`, with deadlines) and `deferred` (events from `events.deferred`,
 no deadline). A deferred batch runs only when it fits in the model's idle time before the next main batch
 is due, so deferred work never delays on-time work.
 
 Memory is bounded: `submit` waits while `queue_limit` events are held (waiting or in flight), which stops
-the agent pulling from Kafka — back-pressure instead of an unbounded queue.
+the agent pulling from Kafka — back-pressure instead of an unbounded queue. An event stops being held once
+every result of its batch (enriched, DLQ or deferred record) is stored and its input acked.
+
+Shutdown: `drain()` batches whatever waits at once (no max_wait, no waiting for a deadline), runs it through
+the model and the outbox, and returns when the broker holds every result and every input is acked. An event
+not yet submitted is not acked, so it is read again by whoever gets its partition next.
+
+Observers (the dashboard, the metrics; pipeline/output/observers.py) hear once per model batch, once per
+delivered batch, and whenever the number of held events changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Literal
 
 import structlog
 
-from pipeline import metrics
 from pipeline.batching.batcher import DeadlineBatcher, Pending
 from pipeline.batching.service_time import ServiceTime
 from pipeline.config import Settings
-from pipeline.dashboard.live import LIVE
 from pipeline.model.worker import ModelWorker
+from pipeline.output.observers import Delivered, ModelBatch, Observer, Outcome
+from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep
 from pipeline.output.records import Classification, deferred_headers, dlq_record, enriched_record
+from pipeline.output.sink import Sink
 from schemas import Event, Origin
 
 log = structlog.get_logger(__name__)
 
-AckFn = Callable[[], Awaitable[Any] | Any]
 MODEL_ATTEMPTS = 3  # a batch whose model call fails this often goes to the DLQ
-SEND_RETRY_MAX_S = 5.0
-
-
-class Sink(Protocol):
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes | None]] | None = None
-    ) -> Awaitable[Any]:
-        """Hand a record to the producer; the returned awaitable resolves once the broker has it."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes | None]] | None = None
-    label: str | None = None  # an enriched record's label, for the live dashboard once the broker has it
-
-
-# (event or None for a rejected message, its ack, the record, the broker's future for it)
-Send = tuple[Event | None, AckFn, Outgoing, Awaitable[Any]]
+Lane = Literal["main", "deferred"]
 
 
 @dataclass(slots=True)
@@ -67,12 +54,6 @@ class Work:
     event: Event
     raw: bytes  # the message value as received: what the DLQ and events.deferred carry
     ack: AckFn
-
-
-async def _call(fn: AckFn) -> None:
-    result = fn()
-    if inspect.isawaitable(result):
-        await result
 
 
 class BatchScheduler:
@@ -83,7 +64,9 @@ class BatchScheduler:
         fallback: ModelWorker | None,
         sink: Sink,
         *,
+        observers: Sequence[Observer] = (),
         clock: Callable[[], float] = time.time,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         b = settings.batching
         if b.late_policy == "degrade" and fallback is None:
@@ -92,8 +75,10 @@ class BatchScheduler:
         self.taxonomy = settings.taxonomy  # a hash of the labels: computed once, not per record
         self.policy = b.late_policy
         self.budget_s = b.budget_ms / 1000.0
-        self.primary, self.fallback, self.sink = primary, fallback, sink
+        self.primary, self.fallback = primary, fallback
+        self.observers = tuple(observers)
         self.clock = clock
+        self.outbox = Outbox(sink, on_failure=lambda _: self._wake.set(), sleep=sleep)
         self.service_time = ServiceTime()
         self.main: DeadlineBatcher[Work] = DeadlineBatcher(
             b.max_batch, b.max_wait_ms / 1000.0, self.service_time, b.delivery_margin_ms / 1000.0
@@ -102,7 +87,7 @@ class BatchScheduler:
         self._room = asyncio.Semaphore(b.queue_limit)
         self._deferred_room = asyncio.Semaphore(b.max_batch * 4)
         self._wake = asyncio.Event()
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self._batch_lock = asyncio.Lock()  # one batch at a time, whether run() or drain() takes it
         self._held = 0
 
     # ---- intake -----------------------------------------------------------------------------------------
@@ -129,41 +114,58 @@ class BatchScheduler:
         """Send a message that failed validation to the DLQ; ack it once the broker has the DLQ record."""
         await self._room.acquire()
         self._hold(+1)
-        metrics.DLQ.labels(error_type).inc()
         out = Outgoing(self.settings.topics.dlq, origin.key, dlq_record(error_type, message, origin, raw))
-        self._deliver_later([(None, ack, out, await self._send(out))], "dlq")
+        await self.outbox.send_batch([out], [ack], then=self._delivered("dlq", [None], reasons=[error_type]))
 
     def _hold(self, n: int) -> None:
         self._held += n
-        metrics.QUEUE_DEPTH.set(self._held)
+        for o in self.observers:
+            o.on_held("classify", self._held)
 
     # ---- the loop ---------------------------------------------------------------------------------------
     async def run(self) -> None:
+        """Batch and classify until cancelled; raises the outbox's failure (a record that can never be sent)."""
         while True:
-            lane, items, late = await self._next_batch()
-            await self._run_batch(lane, items, late)
+            await self._wait_for_batch()
+            async with self._batch_lock:
+                taken = self._take(self.clock(), now_or_never=False)
+                if taken is not None:
+                    await self._run_batch(*taken)
 
     async def drain(self) -> None:
-        """Wait for every result handed to the sink to be acknowledged (used at shutdown and in tests)."""
-        while self._deliveries:
-            await asyncio.gather(*list(self._deliveries), return_exceptions=True)
-
-    async def _next_batch(self) -> tuple[str, list[Pending[Work]], list[Pending[Work]]]:
+        """Finish everything submitted: batch what waits at once, classify it, and wait until the broker holds
+        every result and every input is acked (graceful shutdown; tests). Safe while run() runs."""
         while True:
+            async with self._batch_lock:
+                taken = self._take(self.clock(), now_or_never=True)
+                if taken is None:
+                    break
+                await self._run_batch(*taken)
+        await self.outbox.drain()
+
+    async def _wait_for_batch(self) -> None:
+        while True:
+            self.outbox.raise_if_failed()
             now = self.clock()
-            if self.main.ready(now):
-                batch = self.main.take(now)
-                return "main", batch.on_time, batch.late
-            if self.deferred:
-                n = self._deferred_batch_size(now)
-                if n:
-                    taken = [self.deferred.popleft() for _ in range(n)]
-                    return "deferred", [Pending(w, math.inf, w.event.arrived) for w in taken], []
+            if self.main.ready(now) or (self.deferred and self._deferred_batch_size(now)):
+                return
             due = self.main.due_at()
             self._wake.clear()
             timeout = None if due is None else max(due - now, 0.0005)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _take(self, now: float, *, now_or_never: bool) -> tuple[Lane, list[Pending[Work]], list[Pending[Work]]] | None:
+        """The next batch due (main first); with `now_or_never`, the next batch whether due or not."""
+        if self.main.ready(now) or (now_or_never and len(self.main)):
+            batch = self.main.take(now)
+            return "main", batch.on_time, batch.late
+        if self.deferred:
+            n = min(len(self.deferred), self.main.max_batch) if now_or_never else self._deferred_batch_size(now)
+            if n:
+                taken = [self.deferred.popleft() for _ in range(n)]
+                return "deferred", [Pending(w, math.inf, w.event.arrived) for w in taken], []
+        return None
 
     def _deferred_batch_size(self, now: float) -> int:
         """The largest deferred batch that finishes before the next main batch is due (0: none fits)."""
@@ -176,7 +178,7 @@ class BatchScheduler:
             n //= 2
         return n
 
-    async def _run_batch(self, lane: str, items: list[Pending[Work]], late: list[Pending[Work]]) -> None:
+    async def _run_batch(self, lane: Lane, items: list[Pending[Work]], late: list[Pending[Work]]) -> None:
         start = self.clock()
         if late and self.policy == "process":
             items, late = items + late, []
@@ -186,10 +188,11 @@ class BatchScheduler:
         if items:
             await self._classify_and_deliver(items, self.primary, start, lane=lane, degraded=False)
         if late:  # policy == degrade
+            assert self.fallback is not None
             await self._classify_and_deliver(late, self.fallback, self.clock(), lane=lane, degraded=True)
 
     async def _classify_and_deliver(
-        self, items: list[Pending[Work]], worker: ModelWorker, start: float, *, lane: str, degraded: bool
+        self, items: list[Pending[Work]], worker: ModelWorker, start: float, *, lane: Lane, degraded: bool
     ) -> None:
         texts = [p.item.event.text for p in items]
         model_name = worker.classifier.info.name
@@ -209,17 +212,15 @@ class BatchScheduler:
         if not degraded and lane == "main":
             self.service_time.observe(len(items), model_s)
         done = self.clock()
-        metrics.BATCH_SIZE.labels(model_name).observe(len(items))
-        metrics.MODEL_TIME.labels(model_name).observe(model_s)
-
         topic = self.settings.topics.enriched
-        sends = []
+        outs: list[Outgoing] = []
+        waits: list[float] = []
         misses = 0
         for p, result in zip(items, results, strict=True):
             ev = p.item.event
             met = done <= ev.deadline
             misses += not met
-            metrics.QUEUE_WAIT.observe(max(start - ev.arrived, 0.0))
+            waits.append(max(start - ev.arrived, 0.0))
             record = enriched_record(
                 ev,
                 result,
@@ -231,10 +232,15 @@ class BatchScheduler:
                 model_ms=model_s * 1000.0,
                 total_ms=(done - ev.ts_ms / 1000.0) * 1000.0,
             )
-            out = Outgoing(topic, ev.id.encode(), record, label=result.label)
-            sends.append((ev, p.item.ack, out, await self._send(out)))
-        if misses:
-            metrics.DEADLINE_MISSES.labels(self.policy).inc(misses)
+            outs.append(Outgoing(topic, ev.id.encode(), record))
+        stats = ModelBatch(model_name, len(items), model_s, waits, misses, self.policy)
+        for o in self.observers:
+            o.on_model_batch(stats)
+        events = [p.item.event for p in items]
+        labels = [r.label for r in results]
+        await self.outbox.send_batch(
+            outs, [p.item.ack for p in items], then=self._delivered("enriched", events, labels=labels)
+        )
         log.info(
             "batch",
             lane=lane,
@@ -246,68 +252,54 @@ class BatchScheduler:
             degraded=degraded,
             held=self._held,
         )
-        self._deliver_later(sends, "enriched")
 
     async def _defer(self, late: list[Pending[Work]]) -> None:
-        sends = []
+        outs = []
         for p in late:
             origin = p.item.event.origin
-            out = Outgoing(self.settings.topics.deferred, origin.key, p.item.raw, deferred_headers(origin))
-            sends.append((p.item.event, p.item.ack, out, await self._send(out)))
+            outs.append(Outgoing(self.settings.topics.deferred, origin.key, p.item.raw, deferred_headers(origin)))
+        events = [p.item.event for p in late]
+        await self.outbox.send_batch(outs, [p.item.ack for p in late], then=self._delivered("deferred", events))
         log.info("deferred", size=len(late))
-        self._deliver_later(sends, "deferred")
 
     async def _dead_letter(self, items: list[Pending[Work]], reason: str) -> None:
-        sends = []
+        outs = []
         for p in items:
             origin = p.item.event.origin
-            out = Outgoing(self.settings.topics.dlq, origin.key, dlq_record("model_error", reason, origin, p.item.raw))
-            sends.append((p.item.event, p.item.ack, out, await self._send(out)))
-            metrics.DLQ.labels("model_error").inc()
+            outs.append(
+                Outgoing(self.settings.topics.dlq, origin.key, dlq_record("model_error", reason, origin, p.item.raw))
+            )
+        events = [p.item.event for p in items]
+        await self.outbox.send_batch(
+            outs, [p.item.ack for p in items], then=self._delivered("dlq", events, reasons=["model_error"] * len(items))
+        )
         log.error("batch_to_dlq", size=len(items), reason=reason)
-        self._deliver_later(sends, "dlq")
 
-    # ---- delivery -----------------------------------------------------------------------------------
-    async def _send(self, out: Outgoing) -> Awaitable[Any]:
-        """Hand a record to the producer, retrying while the broker is unreachable: never drop it.
+    # ---- after the broker ---------------------------------------------------------------------------------
+    def _delivered(
+        self,
+        outcome: Outcome,
+        events: Sequence[Event | None],
+        *,
+        labels: Sequence[str] = (),
+        reasons: Sequence[str] = (),
+    ) -> Callable[[], None]:
+        """What runs once a batch is stored and its inputs acked: free their room, tell the observers.
+        `events` has None for a rejected message (it was never an Event)."""
 
-        An error the client marks not retriable (a record too large, no authorization) would fail forever:
-        it is raised, so the worker stops loudly instead of stalling while it looks healthy.
-        """
-        delay = 0.1
-        while True:
-            try:
-                return await self.sink.send(out.topic, out.key, out.value, out.headers)
-            except Exception as exc:
-                if getattr(exc, "retriable", True) is False or getattr(exc.__cause__, "retriable", True) is False:
-                    log.error("send_failed_not_retriable", topic=out.topic, error=repr(exc), size=len(out.value))
-                    raise
-                log.warning("send_failed", topic=out.topic, error=repr(exc), retry_in_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, SEND_RETRY_MAX_S)
+        def done() -> None:
+            now = self.clock()
+            deferred = sum(1 for e in events if e is not None and e.deferred)
+            self._hold(-len(events))
+            for _ in range(deferred):
+                self._deferred_room.release()
+            for _ in range(len(events) - deferred):
+                self._room.release()
+            latencies: list[float] = []
+            if outcome == "enriched":
+                latencies = [max(now - e.ts_ms / 1000.0, 0.0) for e in events if e is not None]
+            batch = Delivered(outcome, len(events), now, labels=labels, latencies_s=latencies, reasons=reasons)
+            for o in self.observers:
+                o.on_delivered(batch)
 
-    def _deliver_later(self, sends: list[Send], outcome: str) -> None:
-        task = asyncio.ensure_future(self._await_and_ack(sends, outcome))
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
-
-    async def _await_and_ack(self, sends: list[Send], outcome: str) -> None:
-        """Ack each input only once the broker holds its output record (at-least-once)."""
-        for event, ack, out, fut in sends:
-            while True:
-                try:
-                    await fut
-                    break
-                except Exception as exc:  # the broker refused it after the client's own retries
-                    log.warning("delivery_failed_resending", topic=out.topic, error=repr(exc))
-                    await asyncio.sleep(0.5)
-                    fut = await self._send(out)
-            await _call(ack)
-            metrics.EVENTS_OUT.labels(outcome).inc()
-            if outcome == "enriched" and event is not None:
-                now = self.clock()
-                total_s = max(now - event.ts_ms / 1000.0, 0.0)
-                metrics.END_TO_END.observe(total_s)
-                LIVE.observe_enriched(out.label or "unknown", total_s * 1000.0, now)
-            self._hold(-1)
-            (self._deferred_room if event is not None and event.deferred else self._room).release()
+        return done

@@ -1,8 +1,9 @@
 """What the live dashboard shows, kept in the worker's memory: recent throughput, latency and label mix, plus
 the latest summaries, alerts and stats records.
 
-`LIVE` is fed by the scheduler (one `observe_enriched` per enriched event) and by the summaries/alerts code
-(`add_summary`, `add_alert`, `add_stats`); `/api/live` serves `LIVE.snapshot(time.time())`.
+One `LiveState` per worker, created by the worker's assembly and passed to the scheduler and the window
+analytics as an observer (`on_delivered`, once per batch the broker holds) and to the web pages, where
+`/api/live` serves `snapshot()`. Its clock is injectable (default `time.time`), so a test can drive it.
 
 Memory is bounded whatever the event rate: one bucket per second over the last `window_s` seconds (an event
 count, a count per label, and a sparse log-scale latency histogram), and the last `keep_records` records of
@@ -13,9 +14,13 @@ a log), the work is in `snapshot`, called about once a second per open page.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.output.observers import BaseObserver, Delivered
 
 WINDOW_S = 300  # how far back the per-second buckets reach: the label-mix chart's span
 RATE_WINDOW_S = 10  # events/s headline: the last 10 s
@@ -69,13 +74,20 @@ def _percentiles(bins: dict[int, int], qs: tuple[float, ...]) -> list[float | No
     return out
 
 
-class LiveState:
-    """Recent activity of this worker for the dashboard. Times are wall-clock seconds (time.time())."""
+class LiveState(BaseObserver):
+    """Recent activity of this worker for the dashboard. Times are wall-clock seconds (`clock`, time.time())."""
 
-    def __init__(self, window_s: int = WINDOW_S, keep_records: int = KEEP_RECORDS) -> None:
+    def __init__(
+        self,
+        window_s: int = WINDOW_S,
+        keep_records: int = KEEP_RECORDS,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if window_s < max(RATE_SERIES_S, LATENCY_WINDOW_S, MIX_BUCKET_S):
             raise ValueError(f"window_s must be at least {max(RATE_SERIES_S, LATENCY_WINDOW_S)} s")
         self.window_s = window_s
+        self.clock = clock
         self._seconds: deque[_Second] = deque()
         self._first_seen: float | None = None
         self.events_total = 0
@@ -84,8 +96,25 @@ class LiveState:
         self.stats: deque[dict[str, Any]] = deque(maxlen=keep_records)
 
     # ---- feed -------------------------------------------------------------------------------------------
-    def observe_enriched(self, label: str, total_ms: float, now: float) -> None:
+    def on_delivered(self, batch: Delivered) -> None:
+        """A batch the broker holds: enriched events count towards rate, latency and label mix; summaries,
+        alerts and stats records are kept."""
+        if batch.outcome == "enriched":
+            for label, seconds in zip(batch.labels, batch.latencies_s, strict=True):
+                self.observe_enriched(label, seconds * 1000.0, batch.now)
+        elif batch.outcome == "summary":
+            for record in batch.records:
+                self.add_summary(dict(record))
+        elif batch.outcome == "alert":
+            for record in batch.records:
+                self.add_alert(dict(record))
+        elif batch.outcome == "stats":
+            for record in batch.records:
+                self.add_stats(dict(record))
+
+    def observe_enriched(self, label: str, total_ms: float, now: float | None = None) -> None:
         """One enriched event: its label and its end-to-end latency (event time → result acked), in ms."""
+        now = self.clock() if now is None else now
         sec = self._bucket(now)
         sec.count += 1
         sec.labels[label] = sec.labels.get(label, 0) + 1
@@ -121,8 +150,9 @@ class LiveState:
             self._seconds.popleft()
 
     # ---- read -------------------------------------------------------------------------------------------
-    def snapshot(self, now: float) -> dict[str, Any]:
-        """A JSON-ready view of the last `window_s` seconds as of `now` (seconds)."""
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """A JSON-ready view of the last `window_s` seconds as of `now` (seconds; default: the clock's now)."""
+        now = self.clock() if now is None else now
         current = math.floor(now)
         self._expire(current)
         seconds = [s for s in self._seconds if s.second <= current]
@@ -173,7 +203,3 @@ class LiveState:
             "alerts": list(reversed(self.alerts)),
             "stats": list(reversed(self.stats)),
         }
-
-
-# The worker's one instance: the scheduler and the summaries/alerts code feed it, /api/live reads it.
-LIVE = LiveState()

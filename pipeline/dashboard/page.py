@@ -11,14 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import time
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import orjson
 
-from pipeline.dashboard import live
+from pipeline.dashboard.live import LiveState
 
 _INLINE = {"script": re.compile(r"<script>(.*?)</script>", re.S), "style": re.compile(r"<style>(.*?)</style>", re.S)}
 
@@ -53,7 +52,7 @@ def _jsonable(value: Any) -> str:
     return str(value)  # a record field orjson cannot encode (a Decimal, a set...) is shown as text
 
 
-def live_json(now: float | None = None) -> bytes:
-    """/api/live: the live state as JSON (read from `live.LIVE` at call time, so tests can swap it)."""
-    snap = live.LIVE.snapshot(time.time() if now is None else now)
+def live_json(state: LiveState, now: float | None = None) -> bytes:
+    """/api/live: the live state as JSON, as of `now` (default: the state's clock)."""
+    snap = state.snapshot(now)
     return orjson.dumps(snap, default=_jsonable, option=orjson.OPT_NON_STR_KEYS)

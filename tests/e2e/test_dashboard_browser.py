@@ -188,7 +188,7 @@ def window(start_s: float, end_s: float) -> WindowBounds:
 
 
 @pytest.fixture
-def planted_live(monkeypatch: pytest.MonkeyPatch) -> live.LiveState:
+def planted_live() -> live.LiveState:
     """A live state with traffic in the last minute, an alert, a stats record and two summaries, one hostile
     (records shaped as schemas/types.py says the analytics code makes them)."""
     state = live.LiveState()
@@ -224,7 +224,6 @@ def planted_live(monkeypatch: pytest.MonkeyPatch) -> live.LiveState:
             latency_ms={"p50": 44.0, "p99": 69.0},
         )
     )  # fmt: skip
-    monkeypatch.setattr(live, "LIVE", state)
     return state
 
 
@@ -239,7 +238,7 @@ def token_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_dashboard_renders_records_safely_with_a_token(planted_live, token_settings, tmp_path: Path) -> None:
     app = importlib.import_module("pipeline.faust_app").create_app(load_settings())
-    register_pages(app, lambda: True)
+    register_pages(app, lambda: True, planted_live)
     app.web.init_server()
     server = TestServer(app.web.web_app, host="127.0.0.1")  # the worker's views and token middleware
     await server.start_server()

@@ -28,6 +28,7 @@ from pydantic import SecretStr, ValidationError
 
 from pipeline import kafka_client
 from pipeline.config import SECRET_MASK, ConfigError, Settings, is_loopback_host, load_settings
+from pipeline.dashboard.live import LiveState
 from pipeline.kafka_client import client_security_kwargs, ensure_topics
 from pipeline.web import bearer_auth_middleware, bearer_token_ok, register_pages
 
@@ -641,7 +642,7 @@ async def _get(app: faust.App, path: str, headers: dict[str, str] | None = None)
 
 async def test_every_page_requires_the_token_when_configured(env, faust_app: ModuleType) -> None:
     app = faust_app.create_app(env(WEB__HOST="0.0.0.0", WEB__TOKEN=TOKEN))
-    register_pages(app, lambda: True)
+    register_pages(app, lambda: True, LiveState())
     good = {"Authorization": f"Bearer {TOKEN}"}
     # Ours, Faust's own (/router/) and a page that does not exist: all 401 without the token.
     for path in ("/health", "/metrics", "/router/", "/no-such-page"):
@@ -660,7 +661,7 @@ async def test_every_page_requires_the_token_when_configured(env, faust_app: Mod
 
 async def test_pages_are_open_on_loopback_without_token(env, faust_app: ModuleType) -> None:
     app = faust_app.create_app(env())
-    register_pages(app, lambda: False)
+    register_pages(app, lambda: False, LiveState())
     assert (await _get(app, "/health"))[:2] == (503, '{"ready":false}')
     assert (await _get(app, "/metrics"))[0] == 200
 

@@ -1,4 +1,9 @@
-"""WindowAnalytics with a fake clock, sink, embedder and generator: records out, acks after the broker's."""
+"""WindowAnalytics with a fake clock, sink, embedder and generator: records out, acks after the broker's.
+
+Deterministic: time moves only when a test moves the fake clock (whose `sleep` the runner waits on), windows
+close when a test calls `close_due()`, and every wait is on something the code under test does (a record
+reaching the sink, a task finishing), bounded by `WAIT_S` so a bug fails the test instead of hanging it.
+"""
 
 from __future__ import annotations
 
@@ -12,38 +17,78 @@ import pytest
 from pipeline.analytics.runner import WindowAnalytics
 from pipeline.config import load_settings
 from pipeline.model.onnx_generator import GenerationStats
+from pipeline.output.observers import BaseObserver, Delivered
 from schemas import load_schema
 
 T0 = 1_800_000_000.0
+WAIT_S = 5.0
 
 
 class Clock:
+    """A fake clock with the `sleep` the runner waits on: sleepers wake when the test moves time past them."""
+
     def __init__(self) -> None:
         self.t = T0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self.slept = asyncio.Event()  # someone started sleeping
 
     def __call__(self) -> float:
         return self.t
 
+    async def sleep(self, seconds: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.t + seconds, fut))
+        self.slept.set()
+        self._wake_due()
+        await fut
+
+    def advance_to(self, t: float) -> None:
+        self.t = t
+        self._wake_due()
+
+    def _wake_due(self) -> None:
+        for at, fut in list(self._sleepers):
+            if at <= self.t:
+                self._sleepers.remove((at, fut))
+                if not fut.done():
+                    fut.set_result(None)
+
 
 class FakeSink:
+    """Stores what is sent; the broker acks at once, or, while `holding`, when the test calls `release()`."""
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, dict]] = []
-        self.hold = asyncio.Event()
-        self.hold.set()
+        self.holding = False
+        self._pending: list[asyncio.Future[None]] = []
+        self._changed = asyncio.Event()
 
     async def send(self, topic, key, value, headers=None):
         self.sent.append((topic, key, orjson.loads(value)))
         fut = asyncio.get_running_loop().create_future()
-
-        async def ack_later() -> None:
-            await self.hold.wait()
+        if self.holding:
+            self._pending.append(fut)
+        else:
             fut.set_result(None)
-
-        asyncio.ensure_future(ack_later())
+        self._changed.set()
         return fut
+
+    def release(self) -> None:
+        self.holding = False
+        for fut in self._pending:
+            fut.set_result(None)
+        self._pending.clear()
 
     def of(self, topic: str) -> list[dict]:
         return [r for t, _, r in self.sent if t == topic]
+
+    async def wait_for(self, topic: str, n: int) -> None:
+        async def enough() -> None:
+            while len(self.of(topic)) < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(enough(), WAIT_S)
 
 
 class FakeEmbedder:
@@ -76,18 +121,15 @@ class FakeGenerator:
         return [f"Customers report problem {i}." for i in range(len(prompts))], stats
 
 
-class FakeLive:
+class FakeObserver(BaseObserver):
     def __init__(self) -> None:
-        self.summaries, self.alerts, self.stats = [], [], []
+        self.delivered: list[Delivered] = []
 
-    def add_summary(self, r):
-        self.summaries.append(r)
+    def on_delivered(self, batch: Delivered) -> None:
+        self.delivered.append(batch)
 
-    def add_alert(self, r):
-        self.alerts.append(r)
-
-    def add_stats(self, r):
-        self.stats.append(r)
+    def records(self, outcome: str) -> list[dict]:
+        return [r for b in self.delivered if b.outcome == outcome for r in b.records]
 
 
 def enriched(i: int, key: str, ts_s: float, label: str = "billing") -> bytes:
@@ -116,10 +158,15 @@ def settings(monkeypatch, **env: str):
     return load_settings()
 
 
-async def settle(a: WindowAnalytics) -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-        await a.drain()
+def analytics(s, sink, generator, clock: Clock, observers=()) -> WindowAnalytics:
+    return WindowAnalytics(s, sink, FakeEmbedder(), generator, observers=observers, clock=clock, sleep=clock.sleep)
+
+
+async def close_and_drain(a: WindowAnalytics, clock: Clock, t: float) -> None:
+    """Move time to `t`, close what is due then, and wait until its records are stored and acked."""
+    clock.advance_to(t)
+    a.close_due()
+    await asyncio.wait_for(a.drain(), WAIT_S)
 
 
 def run(coro):
@@ -130,23 +177,21 @@ def test_one_summary_per_key_window_and_acks_only_after_the_broker(monkeypatch) 
     s = settings(monkeypatch)
 
     async def main() -> None:
-        clock, sink, live = Clock(), FakeSink(), FakeLive()
-        sink.hold.clear()  # the broker has not acked anything yet
-        a = WindowAnalytics(s, sink, FakeEmbedder(), FakeGenerator(), live=live, clock=clock)
+        clock, sink, observer = Clock(), FakeSink(), FakeObserver()
+        sink.holding = True  # the broker has not acked anything yet
+        a = analytics(s, sink, FakeGenerator(), clock, [observer])
         acked: list[str] = []
         for i in range(4):
             await a.submit(enriched(i, "k1", T0 + i), lambda i=i: acked.append(f"e{i}"))
         await a.submit(enriched(9, "k2", T0 + 2), lambda: acked.append("e9"))
-        loop = asyncio.ensure_future(a.run())
-        clock.t = T0 + 11
-        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-        for _ in range(20):
-            await asyncio.sleep(0.01)
+        clock.advance_to(T0 + 11)
+        a.close_due()
+        await sink.wait_for(s.topics.summaries, 2)
+        await sink.wait_for(s.topics.stats, 1)
         assert acked == []  # summaries sent, not acknowledged: nothing acked
-        sink.hold.set()
-        await asyncio.sleep(0.05)
-        await settle(a)
-        loop.cancel()
+        assert a.held == 5 and observer.delivered == []
+        sink.release()
+        await asyncio.wait_for(a.drain(), WAIT_S)
         summaries = sorted(sink.of(s.topics.summaries), key=lambda r: r["key"])
         assert [(r["key"], r["count"], r["method"]) for r in summaries] == [
             ("k1", 4, "abstractive"),
@@ -165,7 +210,9 @@ def test_one_summary_per_key_window_and_acks_only_after_the_broker(monkeypatch) 
         jsonschema.validate(stats, load_schema("stats"))
         assert stats["events"] == 5 and stats["labels"] == {"billing": 5} and stats["sources"] == {"email": 5}
         assert stats["latency_ms"]["mean"] == pytest.approx(43.0)
-        assert len(live.summaries) == 2 and len(live.stats) == 1
+        assert sorted(r["key"] for r in observer.records("summary")) == ["k1", "k2"]
+        assert observer.records("stats") == [stats]
+        assert all(b.size == 1 for b in observer.delivered)  # one report per record stored, not per event
 
     run(main())
 
@@ -174,29 +221,24 @@ def test_a_planted_spike_gives_one_alert(monkeypatch) -> None:
     s = settings(monkeypatch)
 
     async def main() -> None:
-        clock, sink, live = Clock(), FakeSink(), FakeLive()
-        a = WindowAnalytics(s, sink, FakeEmbedder(), FakeGenerator(), live=live, clock=clock)
-        loop = asyncio.ensure_future(a.run())
+        clock, sink, observer = Clock(), FakeSink(), FakeObserver()
+        a = analytics(s, sink, FakeGenerator(), clock, [observer])
         i = 0
         for w in range(4):  # 3 quiet windows, then a spike of 'account_access'
             start = T0 + 10 * w
-            clock.t = start
+            clock.advance_to(start)
             labels = ["billing", "account_access"] if w < 3 else ["billing"] + ["account_access"] * 12
             for label in labels:
                 i += 1
                 await a.submit(enriched(i, f"k{i % 2}", start + 1, label), lambda: None)
-            clock.t = start + 11
-            a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-            await asyncio.sleep(0.02)
-            await settle(a)
-        loop.cancel()
+            await close_and_drain(a, clock, start + 11)
         (alert,) = sink.of(s.topics.alerts)
         jsonschema.validate(alert, load_schema("alert"))
         assert alert["label"] == "account_access" and alert["count"] == 12
         assert alert["baseline"] == {"mean": 1.0, "std": 0.0, "windows": 3}
         assert alert["method"] == "abstractive" and alert["explanation"]
         assert len(alert["sample_ids"]) == 5
-        assert live.alerts == [alert]
+        assert observer.records("alert") == [alert]
         assert len(sink.of(s.topics.stats)) == 4
 
     run(main())
@@ -207,15 +249,10 @@ def test_generator_failure_falls_back_to_extractive(monkeypatch) -> None:
 
     async def main() -> None:
         clock, sink = Clock(), FakeSink()
-        a = WindowAnalytics(s, sink, FakeEmbedder(), FakeGenerator(fail=True), clock=clock)
+        a = analytics(s, sink, FakeGenerator(fail=True), clock)
         for i in range(5):
             await a.submit(enriched(i, "k", T0 + i), lambda: None)
-        loop = asyncio.ensure_future(a.run())
-        clock.t = T0 + 11
-        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-        await asyncio.sleep(0.05)
-        await settle(a)
-        loop.cancel()
+        await close_and_drain(a, clock, T0 + 11)
         (summary,) = sink.of(s.topics.summaries)
         assert summary["method"] == "extractive" and summary["summary"]
         assert summary["count"] == 5
@@ -228,19 +265,14 @@ def test_without_a_generator_every_summary_is_extractive_and_bad_records_are_ski
 
     async def main() -> None:
         clock, sink = Clock(), FakeSink()
-        a = WindowAnalytics(s, sink, FakeEmbedder(), None, clock=clock)
+        a = analytics(s, sink, None, clock)
         acked = []
         await a.submit(b"not json", lambda: acked.append("bad"))
         await a.submit(orjson.dumps({"id": "x", "text": "t", "ts": "yesterday"}), lambda: acked.append("bad2"))
         for i in range(5):
             await a.submit(enriched(i, "k", T0 + i), lambda: acked.append("ok"))
         assert acked == ["bad", "bad2"] and a.emitted["bad"] == 2
-        loop = asyncio.ensure_future(a.run())
-        clock.t = T0 + 11
-        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-        await asyncio.sleep(0.05)
-        await settle(a)
-        loop.cancel()
+        await close_and_drain(a, clock, T0 + 11)
         (summary,) = sink.of(s.topics.summaries)
         assert summary["method"] == "extractive" and acked.count("ok") == 5
 
@@ -257,16 +289,17 @@ def test_held_records_are_bounded(monkeypatch) -> None:
 
     async def main() -> None:
         clock, sink = Clock(), FakeSink()
-        sink.hold.clear()
-        a = WindowAnalytics(s, sink, FakeEmbedder(), None, clock=clock)
+        sink.holding = True
+        a = analytics(s, sink, None, clock)
         for i in range(4):
             await a.submit(enriched(i, "k", T0), lambda: None)
         blocked = asyncio.ensure_future(a.submit(enriched(9, "k", T0), lambda: None))
-        await asyncio.sleep(0.05)
-        assert not blocked.done() and a.held == 4  # full windows closed, their summaries not yet acked
-        sink.hold.set()
-        await asyncio.wait_for(blocked, 2)
-        await settle(a)
+        await sink.wait_for(s.topics.summaries, 2)  # both full windows closed and summarized, not yet acked
+        assert not blocked.done() and a.held == 4
+        sink.release()
+        await asyncio.wait_for(blocked, WAIT_S)
+        await asyncio.wait_for(a.drain(), WAIT_S)
+        assert a.held == 1  # the fifth record, in its open window
 
     run(main())
 
@@ -276,15 +309,16 @@ def test_summaries_off_acks_after_the_stats_record(monkeypatch) -> None:
 
     async def main() -> None:
         clock, sink = Clock(), FakeSink()
-        a = WindowAnalytics(s, sink, FakeEmbedder(), None, clock=clock)
+        sink.holding = True
+        a = analytics(s, sink, None, clock)
         acked = []
         await a.submit(enriched(1, "k", T0 + 1), lambda: acked.append(1))
-        loop = asyncio.ensure_future(a.run())
-        clock.t = T0 + 11
-        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-        await asyncio.sleep(0.05)
-        await settle(a)
-        loop.cancel()
+        clock.advance_to(T0 + 11)
+        a.close_due()
+        await sink.wait_for(s.topics.stats, 1)
+        assert acked == []
+        sink.release()
+        await asyncio.wait_for(a.drain(), WAIT_S)
         assert sink.of(s.topics.summaries) == [] and len(sink.of(s.topics.stats)) == 1 and acked == [1]
 
     run(main())
@@ -293,37 +327,42 @@ def test_summaries_off_acks_after_the_stats_record(monkeypatch) -> None:
 class SlowGenerator(FakeGenerator):
     def __init__(self) -> None:
         super().__init__()
+        self.started = asyncio.Event()
         self.release = asyncio.Event()
 
     async def generate(self, prompts, max_new_tokens):
+        self.started.set()
         await self.release.wait()
         return await super().generate(prompts, max_new_tokens)
 
 
 def test_a_batch_that_cannot_start_in_time_goes_extractive_without_waiting(monkeypatch) -> None:
-    # Prior estimate for one prompt: ~25 tokens x 3 ms + 40 new tokens x 25 ms = ~1.1 s; budget 1.5 s.
+    # Prior estimate for one prompt: ~25 tokens x 3 ms + 40 new tokens x 25 ms = ~1.1 s; budget 1.5 s, so a
+    # batch for a window closed at T0+21 must start by ~T0+21.4.
     s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_SUMMARIES__BUDGET_S="1.5")
 
     async def main() -> None:
         clock, sink, gen = Clock(), FakeSink(), SlowGenerator()
-        a = WindowAnalytics(s, sink, FakeEmbedder(), gen, clock=clock)
+        a = analytics(s, sink, gen, clock)
         for i in range(3):
             await a.submit(enriched(i, "first", T0 + i), lambda: None)
-        loop = asyncio.ensure_future(a.run())
-        clock.t = T0 + 11  # "first" closes; its batch holds the generator (SlowGenerator waits)
-        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-        await asyncio.sleep(0.05)
+        clock.advance_to(T0 + 11)
+        a.close_due()  # "first" closes; its batch takes the generator, which holds on until released
+        await asyncio.wait_for(gen.started.wait(), WAIT_S)
         for i in range(3):
             await a.submit(enriched(10 + i, "second", T0 + 10 + i), lambda: None)
-        a._queued_s = 0.0  # noqa: SLF001  force the planner's state for this case; the planner wrongly believes the generator free: "second" is planned abstractive
-        clock.t = T0 + 21  # "second" closes; its batch waits for the generator at most until its latest start
-        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-        await asyncio.sleep(0.8)  # longer than its slack (~0.4 s): it went extractive, the generator still busy
+        a._queued_s = 0.0  # the planner wrongly believes the generator free: "second" is planned abstractive
+        clock.slept.clear()
+        clock.advance_to(T0 + 21)
+        a.close_due()  # "second" closes; its batch waits for the generator, at most until its latest start
+        await asyncio.wait_for(clock.slept.wait(), WAIT_S)
+        assert sink.of(s.topics.summaries) == []  # still waiting: its latest start has not come
+        clock.advance_to(T0 + 21.5)  # past it, the generator still busy: extractive now
+        await sink.wait_for(s.topics.summaries, 1)
         assert [(r["key"], r["method"]) for r in sink.of(s.topics.summaries)] == [("second", "extractive")]
+        assert gen.batches == []  # "first" still holds the generator
         gen.release.set()
-        await asyncio.sleep(0.05)
-        await settle(a)
-        loop.cancel()
+        await asyncio.wait_for(a.drain(), WAIT_S)
         assert [(r["key"], r["method"]) for r in sink.of(s.topics.summaries)][-1] == ("first", "abstractive")
         assert gen.batches == [1]
 
@@ -340,15 +379,10 @@ def test_a_prompt_the_generator_refuses_gets_an_extractive_summary(monkeypatch) 
 
     async def main() -> None:
         clock, sink = Clock(), FakeSink()
-        a = WindowAnalytics(s, sink, FakeEmbedder(), RefusingGenerator(), clock=clock)
+        a = analytics(s, sink, RefusingGenerator(), clock)
         for i in range(4):
             await a.submit(enriched(i, "k", T0 + i), lambda: None)
-        loop = asyncio.ensure_future(a.run())
-        clock.t = T0 + 11
-        a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-        await asyncio.sleep(0.05)
-        await settle(a)
-        loop.cancel()
+        await close_and_drain(a, clock, T0 + 11)
         assert [r["method"] for r in sink.of(s.topics.summaries)] == ["extractive"] and a.held == 0
 
     run(main())
@@ -359,24 +393,49 @@ def test_the_partial_first_window_is_not_part_of_the_baseline(monkeypatch) -> No
 
     async def main() -> None:
         clock, sink = Clock(), FakeSink()
-        a = WindowAnalytics(s, sink, FakeEmbedder(), None, clock=clock)
-        loop = asyncio.ensure_future(a.run())
+        a = analytics(s, sink, None, clock)
         i = 0
         for w, n in enumerate([1, 2, 2, 7]):
             start = T0 + 10 * w
-            clock.t = start
+            clock.advance_to(start)
             first = start + (5 if w == 0 else 0)  # the stream started half-way into the first window
             for _ in range(n):
                 i += 1
                 await a.submit(enriched(i, "k", first), lambda: None)
-            clock.t = start + 11
-            a._wake.set()  # noqa: SLF001  wake the loop now instead of sleeping till its timeout
-            await asyncio.sleep(0.02)
-            await settle(a)
-        loop.cancel()
+            await close_and_drain(a, clock, start + 11)
         (alert,) = sink.of(s.topics.alerts)
         assert alert["baseline"] == {"mean": 2.0, "std": 0.0, "windows": 2}
         assert alert["method"] == "extractive"  # no generator: counts and the most typical message
         assert alert["explanation"].startswith("7 'billing' events vs about 2.0 per window before; e.g. message")
+
+    run(main())
+
+
+def test_run_closes_windows_when_woken_and_stops_on_a_record_that_can_never_be_sent(monkeypatch) -> None:
+    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false")
+
+    class TooLarge(Exception):
+        retriable = False
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        a = analytics(s, sink, None, clock)
+        loop = asyncio.ensure_future(a.run())
+        await a.submit(enriched(1, "k", T0 + 1), lambda: None)
+        clock.advance_to(T0 + 11)
+        await a.submit(enriched(2, "k", T0 + 11), lambda: None)  # a submit wakes the loop: the first window closes
+        await sink.wait_for(s.topics.summaries, 1)
+        assert not loop.done()
+
+        async def refuse(*args, **kwargs):
+            raise TooLarge("record too large")
+
+        sink.send = refuse
+        clock.advance_to(T0 + 22)
+        await a.submit(enriched(3, "k", T0 + 22), lambda: None)
+        with pytest.raises(TooLarge):
+            await asyncio.wait_for(loop, WAIT_S)  # loudly, not a stall
+        with pytest.raises(TooLarge):
+            await a.drain()
 
     run(main())

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from pipeline.batching.scheduler import MODEL_ATTEMPTS, BatchScheduler, Work
 from pipeline.config import InputSettings, Settings
 from pipeline.ingest.validate import validate
+from pipeline.output.observers import Observer
 from pipeline.output.records import ORIGIN_HEADER, ORIGIN_TS_HEADER, Classification, ModelInfo, deferred_headers
 from schemas import Event, Origin, load_schema
 
@@ -39,9 +40,14 @@ WAIT_S = 2.0
 class Clock:
     def __init__(self, now: float = T0) -> None:
         self.now = now
+        self.pauses: list[float] = []  # what the scheduler's outbox slept for (retry back-off): no real time
 
     def __call__(self) -> float:
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        await asyncio.sleep(0)
 
 
 @dataclass
@@ -167,16 +173,28 @@ async def running(scheduler: BatchScheduler) -> AsyncIterator[asyncio.Task[None]
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        for d in list(scheduler._deliveries):  # noqa: SLF001  await the scheduler's pending deliveries
+        for d in list(scheduler.outbox._in_flight):
             d.cancel()
 
 
 def build(
-    settings: Settings, primary: FakeWorker | None = None, fallback: FakeWorker | None = None
+    settings: Settings,
+    primary: FakeWorker | None = None,
+    fallback: FakeWorker | None = None,
+    observers: Sequence[Observer] = (),
 ) -> tuple[BatchScheduler, FakeWorker, FakeSink, Clock]:
     primary = primary or FakeWorker()
     sink, clock = FakeSink(), Clock()
-    return BatchScheduler(settings, primary, fallback, sink, clock=clock), primary, sink, clock  # type: ignore[arg-type]
+    sched = BatchScheduler(
+        settings,
+        primary,  # type: ignore[arg-type]
+        fallback,  # type: ignore[arg-type]
+        sink,
+        observers=observers,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    return sched, primary, sink, clock
 
 
 # ---- (a) enriched, acked after the broker has it -----------------------------------------------------------
@@ -376,7 +394,8 @@ async def test_failed_send_is_retried_not_dropped() -> None:
     work, ack = make_work(clock, "a charge", id="e1")
     async with running(sched) as task:
         await sched.submit(work)
-        await eventually(lambda: len(sink.sent) == 1, task)  # after the scheduler's 0.1 s back-off
+        await eventually(lambda: len(sink.sent) == 1, task)
+        assert clock.pauses == [0.1]  # one back-off before the second try
         assert sink.sent[0].topic == "events.enriched"
         sink.ack_all()
         await eventually(lambda: ack.calls == 1, task)
@@ -390,7 +409,8 @@ async def test_broker_refusal_is_resent_before_acking() -> None:
         await sched.submit(work)
         await eventually(lambda: len(sink.sent) == 1, task)
         sink.sent[0].future.set_exception(RuntimeError("NOT_LEADER_FOR_PARTITION"))
-        await eventually(lambda: len(sink.sent) == 2, task)  # after a 0.5 s pause
+        await eventually(lambda: len(sink.sent) == 2, task)
+        assert clock.pauses == [0.5]  # one pause before handing it off again
         assert sink.sent[1].value == sink.sent[0].value
         assert ack.calls == 0
         sink.sent[1].future.set_result(None)
@@ -549,15 +569,60 @@ async def test_drain_waits_for_every_delivery() -> None:
         assert ack.calls == 1
 
 
+@pytest.mark.parametrize("with_run", [False, True], ids=["run-stopped", "run-going"])
+async def test_drain_batches_what_waits_at_once_and_finishes_it(with_run: bool) -> None:
+    # max_wait 10 s and a 10 s budget: nothing is due while the fake clock stands still, yet drain finishes it.
+    settings = make_settings(budget_ms=10_000, max_wait_ms=10_000, max_batch=4)
+    sched, primary, sink, clock = build(settings)
+    (w1, a1), (w2, a2) = (make_work(clock, f"charge {i}", id=f"m{i}", offset=i) for i in (1, 2))
+    d1, ad = make_work(clock, "old package", id="d1", age_s=3600.0, offset=3)
+    await sched.submit(w1)
+    await sched.submit(w2)
+    await sched.submit_deferred(d1)
+    async with contextlib.AsyncExitStack() as stack:
+        task = await stack.enter_async_context(running(sched)) if with_run else None
+        if with_run:
+            await eventually(lambda: len(sink.sent) == 1, task)  # the deferred batch fits the idle time
+        drain = asyncio.create_task(sched.drain())
+        await eventually(lambda: len(sink.sent) == 3, task)
+        await settle()
+        assert not drain.done()  # the results are not stored yet
+        assert (a1.calls, a2.calls, ad.calls) == (0, 0, 0)
+        sink.ack_all()
+        await asyncio.wait_for(drain, WAIT_S)
+        assert (a1.calls, a2.calls, ad.calls) == (1, 1, 1)
+        assert sorted(map(tuple, primary.calls)) == [("charge 1", "charge 2"), ("old package",)]
+        assert sched._held == 0
+
+
+async def test_a_record_that_can_never_be_sent_stops_the_loop_loudly() -> None:
+    class TooLarge(Exception):
+        retriable = False
+
+    settings = make_settings()
+    sched, primary, sink, clock = build(settings)
+
+    async def refuse(*args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        raise TooLarge("record too large")
+
+    sink.send = refuse  # type: ignore[method-assign]
+    work, ack = make_work(clock, "a charge", id="e1")
+    task = asyncio.create_task(sched.run())
+    await sched.submit(work)
+    with pytest.raises(TooLarge):
+        await asyncio.wait_for(task, WAIT_S)
+    assert ack.calls == 0  # not acked: a restart replays it
+    with pytest.raises(TooLarge):
+        await sched.drain()
+
+
 # ---- the live dashboard's feed -----------------------------------------------------------------------------
-async def test_live_dashboard_sees_each_enriched_event_once_the_broker_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.batching import scheduler as scheduler_module
+async def test_live_dashboard_sees_each_enriched_event_once_the_broker_has_it() -> None:
     from pipeline.dashboard.live import LiveState
 
     live = LiveState()
-    monkeypatch.setattr(scheduler_module, "LIVE", live)
     settings = make_settings(late_policy="defer")
-    sched, primary, sink, clock = build(settings)
+    sched, primary, sink, clock = build(settings, observers=[live])
     on_time, _ = make_work(clock, "a charge", id="e1", age_s=0.030)
     late, _ = make_work(clock, "a package", id="e2", age_s=5.0, offset=43)  # deferred: not enriched here
     async with running(sched) as task:

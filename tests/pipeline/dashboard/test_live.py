@@ -1,4 +1,4 @@
-"""pipeline/dashboard/live.py: LiveState driven by a fake clock (plain epoch seconds passed in)."""
+"""pipeline/dashboard/live.py: LiveState driven by a fake clock (epoch seconds passed in, or its injected clock)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import pytest
 
 from pipeline.dashboard.live import KEEP_RECORDS, LiveState
+from pipeline.output.observers import Delivered
 
 T0 = 1_800_000_000.0  # a wall-clock second that is a multiple of 5, so mix buckets start at T0
 
@@ -146,3 +147,30 @@ def test_latest_records_newest_first_and_capped() -> None:
 def test_window_shorter_than_the_latency_minute_is_refused() -> None:
     with pytest.raises(ValueError, match="window_s"):
         LiveState(window_s=30)
+
+
+def test_the_clock_is_injectable_and_is_the_default_now() -> None:
+    now = [T0]
+    live = LiveState(clock=lambda: now[0])
+    for _ in range(20):
+        live.observe_enriched("billing", 40.0)  # at the clock's now: T0
+    now[0] = T0 + 2
+    assert live.snapshot()["events_per_s"] == pytest.approx(10)  # 20 events over the 2 s the worker has lived
+    assert live.snapshot()["now"] == T0 + 2
+    now[0] = T0 + 1000
+    assert live.snapshot()["events_per_s"] == 0
+
+
+def test_a_delivered_batch_feeds_it_once_per_batch() -> None:
+    live = LiveState()
+    live.on_delivered(Delivered("enriched", 3, T0, labels=["a", "b", "a"], latencies_s=[0.010, 0.020, 0.030]))
+    live.on_delivered(Delivered("deferred", 2, T0))  # not enriched here: not counted
+    live.on_delivered(Delivered("dlq", 1, T0, reasons=["not_json"]))
+    live.on_delivered(Delivered("summary", 1, T0, latencies_s=[0.5], records=[{"key": "k"}]))
+    live.on_delivered(Delivered("alert", 1, T0, records=[{"label": "a"}]))
+    live.on_delivered(Delivered("stats", 1, T0, records=[{"events": 3}]))
+    snap = live.snapshot(T0 + 1)
+    assert snap["events_total"] == 3
+    assert snap["labels"] == ["a", "b"]
+    assert snap["latency_ms"]["p50"] == pytest.approx(20, rel=0.02)
+    assert (snap["summaries"], snap["alerts"], snap["stats"]) == ([{"key": "k"}], [{"label": "a"}], [{"events": 3}])

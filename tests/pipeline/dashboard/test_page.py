@@ -35,17 +35,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def fake_live(monkeypatch: pytest.MonkeyPatch) -> live.LiveState:
-    state = live.LiveState()
-    monkeypatch.setattr(live, "LIVE", state)
-    return state
+def fake_live() -> live.LiveState:
+    return live.LiveState(clock=lambda: T0 + 1)  # /api/live reads the state as of its clock
 
 
-def make_app(monkeypatch: pytest.MonkeyPatch, **env: str) -> faust.App:
+def make_app(monkeypatch: pytest.MonkeyPatch, state: live.LiveState, **env: str) -> faust.App:
     for key, value in env.items():
         monkeypatch.setenv(f"SLMSTREAM_{key}", value)
     app = importlib.import_module("pipeline.faust_app").create_app(load_settings())
-    register_pages(app, lambda: True)
+    register_pages(app, lambda: True, state)
     return app
 
 
@@ -90,7 +88,7 @@ def test_live_json_is_the_snapshot_and_survives_odd_record_values(fake_live: liv
 
     fake_live.observe_enriched("billing", 42.0, T0)
     fake_live.add_alert({"label": "outage", "count": Decimal("12"), "ids": {"a"}, 3: "int key"})
-    doc = orjson.loads(live_json(T0 + 1))
+    doc = orjson.loads(live_json(fake_live))
     assert doc["events_total"] == 1
     assert doc["labels"] == ["billing"]
     assert doc["alerts"] == [{"label": "outage", "count": "12", "ids": "{'a'}", "3": "int key"}]
@@ -99,7 +97,7 @@ def test_live_json_is_the_snapshot_and_survives_odd_record_values(fake_live: liv
 # ---- served by the worker's web server ---------------------------------------------------------------------
 async def test_dashboard_and_api_open_on_loopback_without_token(monkeypatch, fake_live) -> None:
     fake_live.observe_enriched("shipping", 10.0, T0)
-    app = make_app(monkeypatch)
+    app = make_app(monkeypatch, fake_live)
     status, body, headers = await get(app, "/dashboard")
     assert status == 200
     assert headers["Content-Type"].startswith("text/html")
@@ -115,7 +113,7 @@ async def test_dashboard_and_api_open_on_loopback_without_token(monkeypatch, fak
 
 async def test_with_a_token_only_the_static_page_loads_without_it(monkeypatch, fake_live) -> None:
     fake_live.observe_enriched("shipping", 10.0, T0)
-    app = make_app(monkeypatch, WEB__HOST="0.0.0.0", WEB__TOKEN=TOKEN)
+    app = make_app(monkeypatch, fake_live, WEB__HOST="0.0.0.0", WEB__TOKEN=TOKEN)
     status, body, _ = await get(app, "/dashboard")
     assert status == 200 and TOKEN.encode() not in body
     assert (await get(app, "/dashboard?token=anything"))[0] == 200  # the page reads it; the server does not
