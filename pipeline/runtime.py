@@ -58,8 +58,8 @@ async def start_analytics(settings: Settings, encoder: ModelWorker, sink: FaustS
     """The window analytics: the generator loaded on its own thread (summaries on), the classifier's encoder
     reused for extractive summaries, and the dashboard fed with every record the broker acknowledged."""
     from pipeline.dashboard.live import LIVE
-    from pipeline.model.generator_worker import GeneratorWorker
     from pipeline.model.onnx_generator import load_generator
+    from pipeline.model.worker import GeneratorWorker
 
     s = settings.summaries
     generator = None

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -43,7 +43,7 @@ from pipeline.analytics.summarizer import (
 )
 from pipeline.analytics.windows import TumblingWindows, Window, WindowEvent, key_of
 from pipeline.config import Settings
-from pipeline.model.onnx_generator import GenerationStats
+from pipeline.model.base import Embedder, TextGenerator
 
 log = structlog.get_logger(__name__)
 
@@ -57,21 +57,6 @@ class Sink(Protocol):
     async def send(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes | None]] | None = None
     ) -> Awaitable[Any]: ...
-
-
-class Embedder(Protocol):
-    name: str
-
-    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-class TextGenerator(Protocol):
-    name: str
-    max_batch: int
-
-    def count_tokens(self, prompt: str) -> int: ...
-
-    async def generate(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[str], GenerationStats]: ...
 
 
 class Live(Protocol):

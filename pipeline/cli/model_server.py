@@ -15,12 +15,12 @@ from rich.console import Console
 
 from pipeline.cli.common import settings_or_exit
 from pipeline.config import Settings
-from pipeline.model.base import ModelError, SmallModel
+from pipeline.model.base import Encoder, ModelError
 
 err = Console(stderr=True)
 
 
-def load_models(settings: Settings, names: list[str]) -> dict[str, SmallModel]:
+def load_models(settings: Settings, names: list[str]) -> dict[str, Encoder]:
     from pipeline.model.loading import open_encoder
 
     return {name: open_encoder(settings.model, name) for name in names}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from pipeline.model.base import ModelError, SmallModel
+from pipeline.model.base import Encoder, ModelError
 
 FAIL_TOKEN_ENV = "SLMTEST_MODEL_FAIL_TOKEN"
 FAIL_TIMES_ENV = "SLMTEST_MODEL_FAIL_TIMES"
@@ -29,9 +29,9 @@ class InjectedModelFault(RuntimeError):
 
 
 class FailingModel:
-    """A `SmallModel` whose `encode` raises for texts containing `token` (the first `times` calls; None: all)."""
+    """An `Encoder` whose `encode` raises for texts containing `token` (the first `times` calls; None: all)."""
 
-    def __init__(self, model: SmallModel, token: str, times: int | None = None) -> None:
+    def __init__(self, model: Encoder, token: str, times: int | None = None) -> None:
         self.model, self.token, self.times = model, token, times
         self.failed = 0
         self.name = model.name
@@ -43,14 +43,11 @@ class FailingModel:
             raise InjectedModelFault(f"injected model fault #{self.failed} ({FAIL_TOKEN_ENV} is set)")
         return self.model.encode(texts)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        return self.model.generate(prompts, max_new_tokens)
-
     def __getattr__(self, name: str) -> Any:  # anything else a backend offers (provider, ...)
         return getattr(self.model, name)
 
 
-def with_injected_faults(model: SmallModel, env: Mapping[str, str] = os.environ) -> SmallModel:
+def with_injected_faults(model: Encoder, env: Mapping[str, str] = os.environ) -> Encoder:
     """`model` itself, or a `FailingModel` around it when SLMTEST_MODEL_FAIL_TOKEN is set."""
     token = env.get(FAIL_TOKEN_ENV)
     if not token:
