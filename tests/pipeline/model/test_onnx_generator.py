@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from pipeline.model.base import Encoder, GenerationStats, Generator, ModelError
-from pipeline.model.export_decoder import check_against_torch, forced_logits, same_prefix
+from pipeline.model.decoder_families import same_prefix
+from pipeline.model.export_decoder import check_against_torch, forced_logits
 from pipeline.model.onnx_generator import DecoderShape, OnnxGenerator, greedy_decode, render_prompt
 
 REPO = Path(__file__).resolve().parents[3]
