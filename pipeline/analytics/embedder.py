@@ -7,6 +7,7 @@ batch queued meanwhile waits for at most one chunk, not for the whole window. An
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 
@@ -24,5 +25,5 @@ class ClassifierEmbedder:
         parts = []
         for start in range(0, len(texts), self.chunk):
             part = list(texts[start : start + self.chunk])
-            parts.append(await self.worker.thread.call(lambda part=part: encoder.encode(part)))
+            parts.append(await self.worker.thread.call(partial(encoder.encode, part)))
         return np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -148,10 +149,11 @@ def _decoder_wrapper(model):
             self.is_initialized = True
 
         def get_seq_length(self) -> int:
+            assert self.keys is not None
             return self.keys.shape[-2]
 
     class DecoderWithPast(torch.nn.Module):
-        def __init__(self, lm: torch.nn.Module) -> None:
+        def __init__(self, lm: Any) -> None:  # a transformers causal LM
             super().__init__()
             self.lm = lm
             self.n_layers = lm.config.num_hidden_layers
@@ -433,7 +435,7 @@ def rename_dims(path: Path, n_layers: int) -> None:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)  # the graph only: weights stay where they are
-    names = {
+    names: dict[str, list[str | None]] = {
         "input_ids": ["batch", "seq"],
         "attention_mask": ["batch", "total"],
         "position_ids": ["batch", "seq"],
@@ -463,7 +465,7 @@ def check_against_torch(
     """Compare the built ONNX model with the torch fp32 reference (`torch_greedy` per prompt); raise
     ModelError when its output is garbage: teacher-forced agreement too low, or batched (left-padded)
     output unlike the one-by-one output from the first tokens on. `session`: an onnxruntime session of it."""
-    kw = {"max_new_tokens": CHECK_NEW_TOKENS, "stop_ids": stop_ids, "pad_id": pad_id}
+    kw: dict[str, Any] = {"max_new_tokens": CHECK_NEW_TOKENS, "stop_ids": stop_ids, "pad_id": pad_id}
     single = [greedy_decode(session, shape, [ids], **kw)[0] for ids in prompt_ids]
     batched = greedy_decode(session, shape, prompt_ids, **kw)
     batched_first = prefill_logits(session, shape, prompt_ids, pad_id)

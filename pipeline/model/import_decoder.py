@@ -289,8 +289,9 @@ def describe_onnx_export(
     eos_ids += as_id_list(config.get("eos_token_id"))
     eos_token = tok_config.get("eos_token")
     eos_token = eos_token.get("content") if isinstance(eos_token, dict) else eos_token
-    if eos_token and tokenizer.token_to_id(eos_token) is not None:
-        eos_ids.append(tokenizer.token_to_id(eos_token))
+    eos_token_id = tokenizer.token_to_id(eos_token) if eos_token else None
+    if eos_token_id is not None:
+        eos_ids.append(eos_token_id)
     stop_ids = stop_token_ids(eos_ids, template, _special_ids(tokenizer))
     if not stop_ids:
         raise ModelError("no stop token found (genai_config.json / generation_config.json / config.json eos_token_id)")

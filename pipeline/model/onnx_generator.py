@@ -128,12 +128,13 @@ def greedy_decode(
     while True:
         next_ids = logits.argmax(axis=-1)
         keep = []
-        for r, row in enumerate(active):
+        for r, original in enumerate(active):
             token = int(next_ids[r])
             if token in stop_ids:
                 continue
-            out[row].append(token)
-            if len(out[row]) >= max_new_tokens or (stop is not None and stop(out[row])):
+            tokens = out[original]
+            tokens.append(token)
+            if len(tokens) >= max_new_tokens or (stop is not None and stop(tokens)):
                 continue
             keep.append(r)
         if not keep:

@@ -335,7 +335,8 @@ class ModelServer:
         if not self._pending:
             return []
         first = self._pending.popleft()
-        taken, size, keep = [first], len(first.texts), deque()
+        taken, size = [first], len(first.texts)
+        keep: deque[_Request] = deque()
         while self._pending:
             r = self._pending.popleft()
             if r.conn.closed:
