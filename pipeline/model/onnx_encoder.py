@@ -70,7 +70,7 @@ def choose_providers(preference: str) -> list[str]:
 
 
 class OnnxEncoder:
-    """`SmallModel.encode` for the encoders that `slmstream models build` writes."""
+    """An `Encoder` (base.py) for the encoders that `slmstream models build` writes."""
 
     def __init__(
         self,
@@ -197,9 +197,6 @@ class OnnxEncoder:
                 m = mask[..., None].astype(np.float32)
                 rows = (rows * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
             out[chunk] = rows
-
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        raise ModelError(f"{self.name} is an encoder; it does not generate text")
 
 
 def _with_options(providers: list[str], path: Path) -> list:

@@ -24,7 +24,7 @@ import onnxruntime as ort
 import orjson
 import structlog
 
-from pipeline.model.base import ModelError
+from pipeline.model.base import GenerationStats, ModelError
 from pipeline.model.catalog import CATALOG, file_sha256, load_tokenizer, model_dir, read_manifest
 from pipeline.model.onnx_encoder import choose_providers
 
@@ -34,25 +34,6 @@ log = structlog.get_logger(__name__)
 # brackets and whitespace). "1." / "3.5" (a digit right before the period) is not a sentence end.
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
 _NUMBERED = re.compile(r"\d\.\s*$")
-
-
-@dataclass
-class GenerationStats:
-    """What the last `generate` call did: enough for a benchmark to report tokens per second."""
-
-    prompts: int = 0
-    batches: int = 0
-    prompt_tokens: int = 0  # real prompt tokens (no padding)
-    new_tokens: int = 0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0  # every decode step after the prefill
-    total_s: float = 0.0  # including tokenization and detokenization
-
-    @property
-    def decode_tok_per_s(self) -> float:
-        """New tokens after the first of each row (the prefill produces the first) per decode second."""
-        steps = self.new_tokens - self.prompts
-        return steps / self.decode_s if self.decode_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -147,12 +128,13 @@ def greedy_decode(
     while True:
         next_ids = logits.argmax(axis=-1)
         keep = []
-        for r, row in enumerate(active):
+        for r, original in enumerate(active):
             token = int(next_ids[r])
             if token in stop_ids:
                 continue
-            out[row].append(token)
-            if len(out[row]) >= max_new_tokens or (stop is not None and stop(out[row])):
+            tokens = out[original]
+            tokens.append(token)
+            if len(tokens) >= max_new_tokens or (stop is not None and stop(tokens)):
                 continue
             keep.append(r)
         if not keep:
@@ -211,7 +193,7 @@ def make_session(model_file: Path, *, threads: int, provider: str = "cpu") -> or
 
 
 class OnnxGenerator:
-    """`SmallModel.generate` for the generators that `slmstream models build` writes."""
+    """A `Generator` (base.py) for the generators that `slmstream models build` writes."""
 
     def __init__(
         self,
@@ -235,7 +217,6 @@ class OnnxGenerator:
         self.max_batch = max_batch if self.shape.left_padding else 1
         self.max_prompt_tokens = min(max_prompt_tokens, int(manifest.get("context_length", max_prompt_tokens)))
         self.min_sentence_tokens = min_sentence_tokens
-        self.last_stats = GenerationStats()
 
         model_file = path / manifest.get("model_file", "model.onnx")
         self.content_hash = _verified_hash(model_file, manifest)
@@ -254,9 +235,6 @@ class OnnxGenerator:
         self.provider = self._session.get_providers()[0]
         log.info("model_loaded", model=self.name, provider=self.provider, threads=threads, hash=self.content_hash)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        raise ModelError(f"{self.name} is a generator; it does not encode text (use an encoder model)")
-
     def format_prompt(self, user: str, system: str | None = None) -> str:
         return render_prompt(self.template, system if system is not None else self.system_prompt, user)
 
@@ -272,16 +250,25 @@ class OnnxGenerator:
                 )
         return ids
 
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens of the chat prompt for `prompt` (ModelError when it is longer than the model takes)."""
+        return len(self.tokenize([prompt])[0])
+
     def _stops_at_sentence_end(self, tokens: list[int]) -> bool:
         if len(tokens) < self.min_sentence_tokens or not self._sentence_end[tokens[-1]]:
             return False
         return not _NUMBERED.search(self._tokenizer.decode(tokens[-3:]))
 
     def generate_ids(
-        self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, stop_at_sentence_end: bool = True
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        stop_at_sentence_end: bool = True,
+        *,
+        stats: GenerationStats | None = None,
     ) -> list[list[int]]:
-        """Greedy continuations of tokenized prompts: sorted by length, in batches of `max_batch`."""
-        stats = GenerationStats()
+        """Greedy continuations of tokenized prompts: sorted by length, in batches of `max_batch`; what the calls
+        did is added to `stats`."""
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         out: list[list[int]] = [[] for _ in prompt_ids]
         stop = self._stops_at_sentence_end if stop_at_sentence_end else None
@@ -299,7 +286,6 @@ class OnnxGenerator:
             )
             for i, tokens in zip(chunk, results, strict=True):
                 out[i] = tokens
-        self.last_stats = stats
         return out
 
     def generate(
@@ -308,17 +294,18 @@ class OnnxGenerator:
         max_new_tokens: int,
         stop_at_sentence_end: bool = True,
         system: str | None = None,
-    ) -> list[str]:
-        """Greedy answers to `prompts` (user messages; `system` defaults to the generator's system prompt)."""
+    ) -> tuple[list[str], GenerationStats]:
+        """Greedy answers to `prompts` (user messages; `system` defaults to the generator's system prompt), and
+        what the call did."""
         t0 = time.perf_counter()
+        stats = GenerationStats()
         if not prompts:
-            self.last_stats = GenerationStats()
-            return []
+            return [], stats
         ids = self.tokenize(prompts, system)
-        tokens = self.generate_ids(ids, max_new_tokens, stop_at_sentence_end)
+        tokens = self.generate_ids(ids, max_new_tokens, stop_at_sentence_end, stats=stats)
         texts = [t.strip() for t in self._tokenizer.decode_batch(tokens, skip_special_tokens=True)]
-        self.last_stats.total_s = time.perf_counter() - t0
-        return texts
+        stats.total_s = time.perf_counter() - t0
+        return texts, stats
 
 
 def read_generator_manifest(path: Path) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -13,13 +14,19 @@ from pipeline.bench.model_server import ModelServerProcess
 from pipeline.model.catalog import read_manifest
 from tests.e2e.conftest import MODELS, ROOT, collect, produce
 from tests.e2e.test_classify_e2e import sample_events
+from tests.sockets import short_socket_path
 
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture
+def sock() -> Iterator[Path]:
+    with short_socket_path("model.sock") as path:  # not under tmp_path: a socket path takes at most 107 bytes
+        yield path
+
+
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)  # the transport under test is the socket, not Kafka
-def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_path: Path) -> None:
-    sock = tmp_path / "run" / "model.sock"
+def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_path: Path, sock: Path) -> None:
     server = ModelServerProcess(
         sock,
         tmp_path / "model-server.log",
@@ -62,9 +69,8 @@ def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_pa
 
 
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)
-def test_workers_ride_out_a_model_server_restart(broker, topics, start_worker, tmp_path: Path) -> None:
+def test_workers_ride_out_a_model_server_restart(broker, topics, start_worker, tmp_path: Path, sock: Path) -> None:
     """Stop the server while events flow and start it again: every event is classified, none dead-lettered."""
-    sock = tmp_path / "run" / "model.sock"
     env = {
         "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml"),
         "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
