@@ -42,11 +42,13 @@ def sample_texts() -> list[str]:
 # ---- producing ---------------------------------------------------------------------------------------------
 class StreamProducer:
     """Send up to `n` events `{tag}-{i:06d}` at `rate`/s from a background thread (`halt()` stops it
-    early); each event's `ts` is its send time."""
+    early); each event's `ts` is its send time (minus `age_s`: events that are late when they are sent)."""
 
-    def __init__(self, bootstrap: str, topic: str, tag: str, n: int, rate: float, partitions: int = 4) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, tag: str, n: int, rate: float, partitions: int = 4, age_s: float = 0.0
+    ) -> None:
         self.bootstrap, self.topic, self.tag, self.n, self.rate = bootstrap, topic, tag, n, rate
-        self.partitions = partitions
+        self.partitions, self.age_s = partitions, age_s
         self.sent: dict[str, float] = {}  # id -> wall time it was handed to the producer
         self.where: dict[str, tuple[int, int]] = {}  # id -> (partition, offset) on the input topic
         self.started_at = self.finished_at = 0.0
@@ -103,7 +105,7 @@ class StreamProducer:
                 doc = {
                     "id": self.event_id(i),
                     "text": self._texts[i % len(self._texts)],
-                    "ts": int(now * 1000),
+                    "ts": int((now - self.age_s) * 1000),
                     "source": "faults",
                     "key": f"k-{i % 97}",
                 }
