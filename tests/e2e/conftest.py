@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -62,6 +64,16 @@ def free_port() -> int:
 def _models_built() -> None:
     if not (model_dir(MODELS, "minilm-l6-int8") / "manifest.json").exists():
         pytest.fail("models are not built: run `make models` (or `slmstream models build`) first")
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short private directory for Unix sockets (a socket path holds at most 107 bytes; tmp_path can be longer)."""
+    path = Path(tempfile.mkdtemp(prefix="slm-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", params=["tansu", "noida"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,8 +21,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)  # the transport under test is the socket, not Kafka
-def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_path: Path) -> None:
-    sock = tmp_path / "run" / "model.sock"
+def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_path: Path, socket_dir: Path) -> None:
+    sock = socket_dir / "model.sock"
     server = ModelServerProcess(
         sock,
         tmp_path / "model-server.log",
@@ -67,9 +65,11 @@ def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_pa
 
 
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)
-def test_workers_ride_out_a_model_server_restart(broker, topics, start_worker, tmp_path: Path) -> None:
+def test_workers_ride_out_a_model_server_restart(
+    broker, topics, start_worker, tmp_path: Path, socket_dir: Path
+) -> None:
     """Stop the server while events flow and start it again: every event is classified, none dead-lettered."""
-    sock = tmp_path / "run" / "model.sock"
+    sock = socket_dir / "model.sock"
     env = {
         "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml"),
         "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
@@ -104,13 +104,14 @@ def test_workers_ride_out_a_model_server_restart(broker, topics, start_worker, t
 
 
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)
-def test_worker_killed_mid_batch_the_server_and_the_other_worker_go_on(broker, topics, tmp_path: Path) -> None:
+def test_worker_killed_mid_batch_the_server_and_the_other_worker_go_on(
+    broker, topics, tmp_path: Path, socket_dir: Path
+) -> None:
     """Two workers share the model server; while events flow fast enough to keep the server busy with merged
     batches from both, SIGKILL one worker (its requests queued or being computed). The server stays up and
     keeps answering the other worker, which goes on, takes over the dead worker's partitions once its session
     expires, and enriches every event (duplicates allowed after a kill; no model errors, no DLQ)."""
-    run_dir = Path(tempfile.mkdtemp(prefix="slm-", dir="/tmp"))  # short: a Unix socket path has 107 bytes at most
-    sock = run_dir / "model.sock"
+    sock = socket_dir / "model.sock"
     server = ModelServerProcess(
         sock,
         tmp_path / "model-server.log",
@@ -169,7 +170,6 @@ def test_worker_killed_mid_batch_the_server_and_the_other_worker_go_on(broker, t
         )
     finally:
         assert server.stop() == 0, server.log_tail()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def server_batches(server: ModelServerProcess) -> list[dict]:
