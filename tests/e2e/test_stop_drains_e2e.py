@@ -38,8 +38,8 @@ pytestmark = pytest.mark.e2e
 
 QUEUE_LIMIT = 64  # small: the queue is full for most of the burst
 ENV = {"SLMSTREAM_BATCHING__QUEUE_LIMIT": str(QUEUE_LIMIT)}
-STALE = 600  # late on arrival: deferred at once
-BURST = 3000
+STALE = 300  # late on arrival: deferred at once
+BURST = 1200
 
 
 def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[str, int]:
