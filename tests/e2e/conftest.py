@@ -6,6 +6,8 @@ Each test gets its own topics and consumer group (unique names), so tests never 
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import socket
 import time
 import uuid
@@ -17,15 +19,37 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.broker import BrokerStatus, EmbeddedBroker
+from pipeline.config import Settings, load_settings
 from pipeline.kafka_client import ensure_topics
 from pipeline.model.catalog import model_dir
 from pipeline.worker_process import WorkerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / ".cache" / "models"
+CONFIG = ROOT / "config" / "slmstream.yaml"
 PARTITIONS = 4
 
 pytestmark = pytest.mark.e2e
+
+
+def worker_settings(**env: str) -> Settings:
+    """The settings a worker started by these tests reads: config/slmstream.yaml, then `env` (SLMSTREAM_*
+    variables, as passed to `start_worker` / `WorkerPool`) -- the developer's own SLMSTREAM_* variables left
+    out. Tests take their limits from here, so a changed default cannot leave a stale copy in a test."""
+    return _worker_settings(tuple(sorted(env.items())))
+
+
+@functools.cache
+def _worker_settings(env: tuple[tuple[str, str], ...]) -> Settings:
+    saved = dict(os.environ)
+    try:
+        for name in [n for n in os.environ if n.startswith("SLMSTREAM_")]:
+            del os.environ[name]
+        os.environ.update({"SLMSTREAM_CONFIG": str(CONFIG), **dict(env)})
+        return load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def free_port() -> int:
@@ -87,7 +111,7 @@ def start_worker(broker: BrokerStatus, topics: Topics, tmp_path: Path) -> Iterat
         n = len(workers)
         w = WorkerProcess(
             {
-                "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml"),
+                "SLMSTREAM_CONFIG": str(CONFIG),
                 "SLMSTREAM_BROKER": broker.url,
                 "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
                 "SLMSTREAM_LOG_FORMAT": "json",
