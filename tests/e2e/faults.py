@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pipeline.worker_process import WorkerProcess
 from tests.e2e.conftest import MODELS, PARTITIONS, ROOT, Topics, free_port
 
-DATA = ROOT / "data"
+DATA = ROOT / "pipeline" / "samples"
 MAX_BATCH = 32  # config/slmstream.yaml batching.max_batch
 COMMIT_INTERVAL_S = 1.0  # pipeline/faust_app.py broker_commit_interval
 BUDGET_MS = 250.0  # config/slmstream.yaml batching.budget_ms

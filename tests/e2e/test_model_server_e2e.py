@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.bench.model_server import ModelServerProcess
+from bench.model_server import ModelServerProcess
 from pipeline.model.catalog import read_manifest
 from tests.e2e.conftest import MODELS, ROOT, collect, produce
 from tests.e2e.test_classify_e2e import sample_events
