@@ -1,4 +1,4 @@
-"""Open-loop load and result collection for the comparison: one producer, one reader per output topic.
+"""Open-loop load and result collection for the benches: one producer, one reader per output topic.
 
 The sender fixes every send time in advance (send i at start + i / rate) and never waits for results or
 acks, so a slow system cannot slow the load down (no coordinated omission). The reader records, per
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from bench.events import BenchEvent
 from bench.reader import TopicReader
-from bench.stats import open_loop_due, schedule_time
+from bench.stats import schedule_time
 
 
 class OutputReader(TopicReader):
@@ -80,26 +80,32 @@ async def send_open_loop(
     rate_per_s: float,
     *,
     on_sent: Callable[[int], None] = lambda _n: None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> SendReport:
     """Send events[i] at start + i / rate with `ts` = that scheduled time; `on_sent(n)` after each burst
-    (n events sent so far). Acks are awaited only after the last send."""
-    start = time.time() + 0.05
-    scheduled = [schedule_time(start, i, rate_per_s) * 1000.0 for i in range(len(events))]
+    (n events sent so far). Acks are awaited only after the last send. A send that is late (the loop was
+    held up) goes out at once with the others that fell due meanwhile; the schedule itself never moves.
+    `clock` (epoch seconds) and `sleep` are injectable for tests."""
+    start = clock() + 0.05
+    due_s = [schedule_time(start, i, rate_per_s) for i in range(len(events))]
+    scheduled = [t * 1000.0 for t in due_s]
     futures = []
     worst = 0.0
     i, n = 0, len(events)
     while i < n:
-        now = time.time()
-        due = open_loop_due(now - start, rate_per_s, n)
-        if due > i:
-            worst = max(worst, now * 1000.0 - scheduled[i])
-            while i < due:
+        # Due = its scheduled time has come, compared exactly as the sleep below aims (no float drift between
+        # "how many are due" and "when to wake": the loop neither spins nor sends early).
+        now = clock()
+        if due_s[i] <= now:
+            worst = max(worst, (now - due_s[i]) * 1000.0)
+            while i < n and due_s[i] <= now:
                 ev = events[i]
                 futures.append(await producer.send(topic, ev.encode(int(scheduled[i])), key=ev.key))
                 i += 1
             on_sent(i)
         if i < n:
-            await asyncio.sleep(max(schedule_time(start, i, rate_per_s) - time.time(), 0.0))
-    end = time.time()
+            await sleep(max(due_s[i] - clock(), 0.0))
+    end = clock()
     await asyncio.gather(*futures)
     return SendReport(start, end, scheduled, worst)

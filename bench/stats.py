@@ -51,16 +51,6 @@ def half_rate(max_rate: float, floor: float = 1.0) -> float:
     return max(max_rate / 2.0, floor)
 
 
-def open_loop_due(elapsed_s: float, rate_per_s: float, total: int) -> int:
-    """How many sends an open-loop producer should have made `elapsed_s` after its start.
-
-    Send i is scheduled at i / rate, so at t the sends 0..floor(t*rate) are due; never more than `total`.
-    """
-    if elapsed_s < 0:
-        return 0
-    return min(total, math.floor(elapsed_s * rate_per_s + 1e-9) + 1)
-
-
 def schedule_time(start_s: float, i: int, rate_per_s: float) -> float:
     """Scheduled send time of the i-th message of an open-loop run."""
     return start_s + i / rate_per_s
