@@ -75,6 +75,7 @@ def add_plugins(target: typer.Typer, group: str = PLUGIN_GROUP) -> None:
         if missing:
             dist = ep.dist.metadata["Name"] if ep.dist is not None else "slmstream"
             _add_install_hint(target, ep.name, dist, extras, missing)
+            taken.add(ep.name)
             continue
         try:
             plugin = ep.load()
@@ -82,6 +83,7 @@ def add_plugins(target: typer.Typer, group: str = PLUGIN_GROUP) -> None:
             Console(stderr=True, soft_wrap=True).print(f"[yellow]slmstream: command {ep.name!r} not loaded:[/] {exc}")
             continue
         target.add_typer(plugin, name=ep.name)
+        taken.add(ep.name)  # the same plugin seen twice on sys.path (an editable and a regular install): once
 
 
 def main() -> None:
