@@ -32,6 +32,7 @@ from pipeline import logs
 from pipeline.broker import ENGINES, BrokerError
 from pipeline.cli.common import settings_or_exit
 from pipeline.config import Settings
+from pipeline.model.base import ModelError
 from pipeline.worker_process import WorkerError
 
 app = typer.Typer(help="Benchmarks (not tests): ratios measured in one run.", no_args_is_help=True)
@@ -82,13 +83,13 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _guarded(cleanup: Callable[[], None], what: str) -> Iterator[Outcome]:
-    """Run the block; a broker, worker or OS failure or an interrupt ends it with `outcome.error` set (not
+    """Run the block; a broker, worker, model or OS failure or an interrupt ends it with `outcome.error` set (not
     raised); `cleanup` (idempotent) always runs after it."""
     outcome = Outcome()
     with _sigterm_interrupts():
         try:
             yield outcome
-        except (BrokerError, WorkerError, RuntimeError, OSError) as exc:
+        except (BrokerError, WorkerError, ModelError, RuntimeError, OSError) as exc:
             outcome.error = f"bench failed: {exc}"
         except KeyboardInterrupt:
             outcome.error = "interrupted"
@@ -605,7 +606,6 @@ def gpu(
     opts.skip_bare, opts.skip_pipeline = skip_bare, skip_pipeline
     opts.budget_ms = settings.batching.budget_ms
     logs.configure("console", "warning")
-    from pipeline.model.base import ModelError
     from pipeline.model.onnx_encoder import choose_providers
 
     try:
@@ -629,7 +629,6 @@ def gpu(
 
 def _built(settings: Settings, name: str) -> bool:
     """In the cache (its files, whatever wheel built it: the device has the model, not the source wheel)."""
-    from pipeline.model.base import ModelError
     from pipeline.model.catalog import read_manifest
 
     try:
