@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,18 +157,40 @@ async def run_steps(
     return results, extras
 
 
-async def run_system(
-    system: SystemProcess, status: BrokerStatus, docs: Sequence[dict], opts: CompareOptions, progress: Progress
-) -> dict[str, Any]:
-    """Start one system, warm it up, run its steps, stop it (always)."""
-    await ensure_topics(status.bootstrap, system.topics, opts.partitions)
-    reader = OutputReader(status.bootstrap, system.output_topic, opts.partitions)
+@contextlib.asynccontextmanager
+async def _running(
+    system: SystemProcess,
+    status: BrokerStatus,
+    docs: Sequence[dict],
+    partitions: int,
+    ready_timeout_s: float,
+    progress: Progress,
+) -> AsyncIterator[tuple[AIOKafkaProducer, OutputReader, float]]:
+    """The system started and warmed up, with a producer into it and a reader of its output (and the warm-up
+    time); all of it stopped on the way out, whatever happened."""
+    await ensure_topics(status.bootstrap, system.topics, partitions)
+    reader = OutputReader(status.bootstrap, system.output_topic, partitions)
     await reader.start()
     producer = await make_producer(status.bootstrap)
     try:
         system.start()
         progress(f"{system.name}: started (log {system.log_file}); warming up")
-        warm_s = await _warm_up(system, producer, reader, docs, opts.ready_timeout_s)
+        warm_s = await _warm_up(system, producer, reader, docs, ready_timeout_s)
+        yield producer, reader, warm_s
+    finally:
+        await asyncio.to_thread(system.stop)
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        with contextlib.suppress(Exception):
+            await reader.stop()
+
+
+async def run_system(
+    system: SystemProcess, status: BrokerStatus, docs: Sequence[dict], opts: CompareOptions, progress: Progress
+) -> dict[str, Any]:
+    """Start one system, warm it up, run its steps, stop it (always)."""
+    async with _running(system, status, docs, opts.partitions, opts.ready_timeout_s, progress) as running:
+        producer, reader, warm_s = running
         steps, extras = await run_steps(system, status.pid, producer, reader, docs, opts, progress)
         return {
             "warmup_s": warm_s,
@@ -176,12 +198,6 @@ async def run_system(
             "duplicates": reader.duplicates,
             "_steps": steps,  # for the ratios and the plot; dropped before writing
         }
-    finally:
-        await asyncio.to_thread(system.stop)
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        with contextlib.suppress(Exception):
-            await reader.stop()
 
 
 async def run_max_rate(
@@ -198,14 +214,7 @@ async def run_max_rate(
 
     `profile`: record the system with py-spy while the events go through (collapsed stacks of the threads
     that hold the GIL: what the one core the worker can use is spent on)."""
-    await ensure_topics(status.bootstrap, system.topics, partitions)
-    reader = OutputReader(status.bootstrap, system.output_topic, partitions)
-    await reader.start()
-    producer = await make_producer(status.bootstrap)
-    try:
-        system.start()
-        progress(f"{system.name}: started (log {system.log_file}); warming up")
-        await _warm_up(system, producer, reader, docs, timeout_s)
+    async with _running(system, status, docs, partitions, timeout_s, progress) as (producer, reader, _):
         evs = make_events(docs, events, f"{system.name}-max")
         ids = [e.id for e in evs]
         cpu = Cpu(system.pid, status.pid)
@@ -237,12 +246,6 @@ async def run_max_rate(
             "system_cpu_us_per_event": 1e6 * (c1["system"] - c0["system"]) / max(len(read_at), 1),
             "duplicates": reader.duplicates,
         }
-    finally:
-        await asyncio.to_thread(system.stop)
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        with contextlib.suppress(Exception):
-            await reader.stop()
 
 
 def _start_py_spy(pid: int | None, out: Path) -> subprocess.Popen[bytes]:

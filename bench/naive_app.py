@@ -33,6 +33,8 @@ except ConfigError as exc:
     print(f"naive bench app: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
+# The broker and group settings of pipeline/faust_app.py's app, repeated on purpose: the peer must stay the
+# plain Faust agent it stands for, not build on our worker's assembly.
 app = NaiveApp(
     settings.app_id,
     broker=settings.broker,
