@@ -1,7 +1,8 @@
 """Typed settings: env vars `SLMSTREAM_*` over one YAML file, validated once at start.
 
-The YAML path comes from `SLMSTREAM_CONFIG` (default `config/slmstream.yaml`). Nested keys are set from
-the environment with a double underscore: `SLMSTREAM_BATCHING__BUDGET_MS=150`.
+The YAML path comes from `SLMSTREAM_CONFIG` (default `config/slmstream.yaml`, else the copy shipped in the
+package: `config_path()`). Nested keys are set from the environment with a double underscore:
+`SLMSTREAM_BATCHING__BUDGET_MS=150`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -478,7 +480,14 @@ class ConfigError(Exception):
 
 
 def config_path() -> Path:
-    return Path(os.environ.get("SLMSTREAM_CONFIG", str(DEFAULT_CONFIG)))
+    """SLMSTREAM_CONFIG; else config/slmstream.yaml in the working directory; else the defaults that ship in the
+    package (pipeline/default_config.yaml, a link to config/slmstream.yaml in the source tree, its copy in a
+    wheel), so `slmstream` works from any folder."""
+    if "SLMSTREAM_CONFIG" in os.environ:
+        return Path(os.environ["SLMSTREAM_CONFIG"])
+    if DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return Path(str(files("pipeline") / "default_config.yaml"))  # an installed package is plain files
 
 
 def _shown_input(err: Any) -> str:

@@ -22,15 +22,32 @@ from pipeline.cli.analytics_render import render_analytics, render_analytics_lin
 from pipeline.cli.common import fail, settings_or_exit
 from pipeline.cli.topics import _produce, render, security_kwargs_or_exit
 from pipeline.kafka_client import ensure_topics
+from pipeline.samples import MALFORMED_EVENTS, SAMPLE_EVENTS, SPIKE_EVENTS, sample_lines
 from pipeline.worker_process import WorkerError, WorkerProcess
 
 console = Console()
-DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def _lines(path: Path | None, shipped: str) -> list[bytes]:
+    """The non-blank lines of `path`, or of the shipped sample file when no path is given."""
+    if path is None:
+        return sample_lines(shipped)
+    return [ln for ln in path.read_bytes().splitlines() if ln.strip()]
 
 
 def demo(
-    events: Annotated[Path, typer.Option(help="Valid sample events (JSONL).")] = DATA / "sample_events.jsonl",
-    malformed: Annotated[Path, typer.Option(help="Malformed messages, one per line.")] = DATA / "malformed_events.txt",
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Valid events (JSONL) [default: the shipped sample_events.jsonl]."
+        ),
+    ] = None,
+    malformed: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Malformed messages, one per line [default: the shipped sample]."
+        ),
+    ] = None,
     rate: Annotated[float, typer.Option(help="Events per second to produce (0: as fast as possible).")] = 100.0,
     engine: Annotated[str, typer.Option(help="Embedded broker: tansu or noida.")] = "tansu",
     port: Annotated[int, typer.Option(help="Broker port on 127.0.0.1.")] = 9092,
@@ -39,8 +56,10 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up waiting for results after this many seconds.")] = 120.0,
     analytics: Annotated[bool, typer.Option(help="Window summaries, stats and spike alerts.")] = True,
     window: Annotated[float, typer.Option(help="Summary/alert window in seconds (short for a demo).")] = 2.0,
-    spike: Annotated[Path, typer.Option(help="Events sent in one burst at the end: a planted spike.")] = DATA
-    / "spike_events.jsonl",
+    spike: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Events sent in one burst: a planted spike [default: shipped]."),
+    ] = None,
 ) -> None:
     """Start a broker and a worker, produce the sample events, show results live, then a summary."""
     settings = settings_or_exit()
@@ -69,9 +88,9 @@ def demo(
             worker.wait_ready(90)
         console.print(f"broker {status.url}, worker {worker.url}/metrics (log: {worker.log_file})", soft_wrap=True)
         console.print(f"live dashboard while the demo runs: [bold]{worker.url}/dashboard[/]", soft_wrap=True)
-        valid = [ln for ln in events.read_bytes().splitlines() if ln.strip()]
-        bad = [ln for ln in malformed.read_bytes().splitlines() if ln.strip()]
-        burst = [ln for ln in spike.read_bytes().splitlines() if ln.strip()] if analytics else []
+        valid = _lines(events, SAMPLE_EVENTS)
+        bad = _lines(malformed, MALFORMED_EVENTS)
+        burst = _lines(spike, SPIKE_EVENTS) if analytics else []
         asyncio.run(_run(settings, status.bootstrap, valid, bad, rate, timeout, burst))
     except (BrokerError, WorkerError) as exc:
         fail(f"failed: {exc}", prefix="demo")

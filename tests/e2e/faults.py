@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pipeline.worker_process import WorkerProcess
 from tests.e2e.conftest import CONFIG, MODELS, PARTITIONS, ROOT, Topics, free_port
 
-DATA = ROOT / "data"
+DATA = ROOT / "pipeline" / "samples"
 # Faust's broker_commit_interval as pipeline/faust_app.py sets it (a Faust app option, not a setting of ours).
 # Batching limits are not copied here: read them with tests.e2e.conftest.worker_settings(**env).
 COMMIT_INTERVAL_S = 1.0

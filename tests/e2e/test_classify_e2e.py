@@ -15,7 +15,7 @@ import pytest
 from schemas import load_schema
 from tests.e2e.conftest import collect, produce
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = Path(__file__).resolve().parents[2] / "pipeline" / "samples"
 pytestmark = pytest.mark.e2e
 
 

@@ -120,7 +120,7 @@ async def screenshot(page: Any, name: str) -> Path:
 
 
 def sample_events(n: int, tag: str) -> list[bytes]:
-    lines = (ROOT / "data" / "sample_events.jsonl").read_bytes().splitlines()[:n]
+    lines = (ROOT / "pipeline" / "samples" / "sample_events.jsonl").read_bytes().splitlines()[:n]
     out = []
     for line in lines:
         doc = orjson.loads(line)

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.bench.model_server import ModelServerProcess
+from bench.model_server import ModelServerProcess
 from pipeline.model.catalog import read_manifest
 from tests.e2e.conftest import CONFIG, MODELS, PARTITIONS, ROOT, collect, produce
 from tests.e2e.faults import OutputReader, StreamProducer, WorkerPool, wait_assigned

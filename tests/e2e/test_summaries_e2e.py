@@ -26,7 +26,7 @@ from tests.e2e.conftest import MODELS, PARTITIONS, collect, produce
 from tests.e2e.faults import metric
 from tests.e2e.test_startup import run_worker
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = Path(__file__).resolve().parents[2] / "pipeline" / "samples"
 pytestmark = pytest.mark.e2e
 
 WINDOW_S = 6

@@ -233,7 +233,9 @@ def test_classifier_accuracy_on_sample_events(encoder: OnnxEncoder) -> None:
         min_confidence=config["classifier"]["min_confidence"],
         temperature=config["classifier"]["temperature"],
     )
-    events = [orjson.loads(line) for line in (REPO / "data" / "sample_events.jsonl").read_bytes().splitlines()][:140]
+    events = [
+        orjson.loads(line) for line in (REPO / "pipeline" / "samples" / "sample_events.jsonl").read_bytes().splitlines()
+    ][:140]
     results = []
     for i in range(0, len(events), 32):  # batches of max_batch, as the worker runs them
         results += clf.classify([e["text"] for e in events[i : i + 32]])
