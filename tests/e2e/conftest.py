@@ -17,12 +17,15 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from pipeline.broker import BrokerStatus, EmbeddedBroker
 from pipeline.config import Settings, load_settings
 from pipeline.kafka_client import ensure_topics
 from pipeline.model.catalog import model_dir
 from pipeline.worker_process import WorkerProcess
+
+MIB = 1024 * 1024
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / ".cache" / "models"
@@ -172,6 +175,32 @@ async def collect(
             for tp, records in batch.items():
                 got[tp.topic].extend(orjson.loads(r.value) for r in records)
             if done_at is None and all(len(got[t]) >= n for t, n in until.items()):
+                done_at = time.monotonic()
+            if done_at is not None and time.monotonic() - done_at >= grace:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def read_raw(bootstrap: str, topic: str, count: int, timeout: float, grace: float = 1.0) -> list[ConsumerRecord]:
+    """Every record of `topic` from the start, until `count` are read (and `grace` seconds more) or `timeout`."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=16 * MIB,  # a record can be up to the 1 MiB DLQ limit and more in a replay
+    )
+    await consumer.start()
+    got: list[ConsumerRecord] = []
+    try:
+        deadline, done_at = time.monotonic() + timeout, None
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                got.extend(records)
+            if done_at is None and len(got) >= count:
                 done_at = time.monotonic()
             if done_at is not None and time.monotonic() - done_at >= grace:
                 break

@@ -21,10 +21,9 @@ import aiokafka.producer.message_accumulator
 import aiokafka.producer.producer
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.record import default_records
-from aiokafka.structs import ConsumerRecord
 from faust.types.settings.settings import Settings as FaustSettings
 from jsonschema import Draft202012Validator
 
@@ -34,7 +33,7 @@ from pipeline.kafka_client import ensure_topics
 from pipeline.output.records import DLQ_MAX_VALUE_BYTES, dlq_record
 from pipeline.worker_process import WorkerProcess
 from schemas import Event, Origin, load_schema
-from tests.e2e.conftest import PARTITIONS, collect, worker_settings
+from tests.e2e.conftest import PARTITIONS, collect, read_raw, worker_settings
 from tests.fuzz.corpus import MIB, Hostile, corpus
 
 pytestmark = pytest.mark.e2e
@@ -97,32 +96,6 @@ async def produce_items(bootstrap: str, topic: str, items: Sequence[Hostile]) ->
     finally:
         await producer.stop()
     return [Sent(it, md.partition, md.offset) for it, md in zip(items, metas, strict=True)]
-
-
-async def read_raw(bootstrap: str, topic: str, count: int, timeout: float, grace: float = 1.0) -> list[ConsumerRecord]:
-    """Every record of `topic` from the start, until `count` are read (and `grace` seconds more) or `timeout`."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        max_partition_fetch_bytes=16 * MIB,
-    )
-    await consumer.start()
-    got: list[ConsumerRecord] = []
-    try:
-        deadline, done_at = time.monotonic() + timeout, None
-        while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                got.extend(records)
-            if done_at is None and len(got) >= count:
-                done_at = time.monotonic()
-            if done_at is not None and time.monotonic() - done_at >= grace:
-                break
-    finally:
-        await consumer.stop()
-    return got
 
 
 def rss_kib(worker: WorkerProcess) -> tuple[int, int]:
