@@ -105,7 +105,7 @@ def kafka_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
     # v0 response: correlation_id int32, error_code int16, [api_key, min, max] int16 x3 each
     got_id, error_code, count = struct.unpack(">ihi", body[:10])
-    return got_id == correlation_id and error_code == 0 and size == 10 + 6 * count
+    return bool(got_id == correlation_id and error_code == 0 and size == 10 + 6 * count)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -354,7 +354,8 @@ class EmbeddedBroker:
             return None
         except (OSError, ValueError) as exc:
             raise BrokerError(f"unreadable broker state file {self.state_file}: {exc}") from exc
-        if not isinstance(state.get("pid"), int) or not isinstance(state.get("cmd"), list):
+        # Valid JSON of another shape (a list, a string, null) is as unusable as a missing key.
+        if not (isinstance(state, dict) and isinstance(state.get("pid"), int) and isinstance(state.get("cmd"), list)):
             raise BrokerError(f"broker state file {self.state_file} lacks pid/cmd; remove it")
         return state
 

@@ -147,6 +147,16 @@ def test_tansu_has_no_data_dir(tmp_path: Path) -> None:
         EmbeddedBroker("tansu", data_dir=tmp_path)
 
 
+@pytest.mark.parametrize("content", ["[]", '"broker"', "42", "null"])
+def test_a_state_file_that_is_not_an_object_is_reported(content: str, state_dir: Path) -> None:
+    # Valid JSON of the wrong shape: a BrokerError naming the file, not an AttributeError.
+    broker = EmbeddedBroker(engine="tansu", port=free_port(), state_dir=state_dir)
+    state_dir.mkdir(parents=True)
+    broker.state_file.write_text(content)
+    with pytest.raises(BrokerError, match="lacks pid/cmd"):
+        broker.stop()
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_stale_state_file_never_kills_a_foreign_pid(engine: str, state_dir: Path, sleeper) -> None:
     broker = EmbeddedBroker(engine=engine, port=free_port(), state_dir=state_dir)
