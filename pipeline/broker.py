@@ -32,10 +32,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 Engine = Literal["tansu", "noida"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+
+
+def is_engine(name: str) -> TypeGuard[Engine]:
+    """True for the name of an embedded broker engine (what CLI options give as a plain string)."""
+    return name in ENGINES
+
 
 # engine -> (pip package, module, binary path inside the module's directory)
 _BINARIES: dict[str, tuple[str, str, str]] = {
@@ -145,13 +151,13 @@ class EmbeddedBroker:
 
     def __init__(
         self,
-        engine: Engine = "tansu",
+        engine: str = "tansu",  # an Engine; any other name is a ValueError naming the choices
         host: str = "127.0.0.1",
         port: int = 9092,
         data_dir: Path | None = None,
         state_dir: Path = Path(".run"),
     ) -> None:
-        if engine not in ENGINES:
+        if not is_engine(engine):
             raise ValueError(f"unknown broker engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.engine: Engine = engine
         self.host = _loopback_only(host)

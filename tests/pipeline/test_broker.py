@@ -142,6 +142,12 @@ def test_refuses_non_loopback_host(host: str) -> None:
         EmbeddedBroker(host=host)
 
 
+def test_an_unknown_engine_is_refused_with_the_choices() -> None:
+    # The engine comes from CLI options as a plain string; the constructor is what checks it.
+    with pytest.raises(ValueError, match="unknown broker engine 'kafka'; choose one of tansu, noida"):
+        EmbeddedBroker("kafka")
+
+
 def test_tansu_has_no_data_dir(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="memory only"):
         EmbeddedBroker("tansu", data_dir=tmp_path)
