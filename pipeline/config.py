@@ -277,10 +277,11 @@ class KafkaSettings(_Section):
             n for n in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, n) not in (None, "")
         ]
         if self.protocol in SASL_PROTOCOLS:
+            password = self.sasl_password.get_secret_value() if self.sasl_password is not None else ""
             missing = [
                 _env("kafka", n)
                 for n in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if n not in sasl_given or (n == "sasl_password" and not self.sasl_password.get_secret_value())
+                if n not in sasl_given or (n == "sasl_password" and not password)
             ]
             if missing:
                 problems.append(f"kafka.protocol {self.protocol} needs " + ", ".join(missing))
@@ -440,7 +441,7 @@ class Settings(BaseSettings):
 
         `labels` is the list of label names unless `label_text` (descriptions and examples are long).
         """
-        doc = _mask(self.model_dump(mode="json"))
+        doc: dict[str, Any] = _mask(self.model_dump(mode="json"))
         if not label_text:
             doc["labels"] = list(self.labels)
         doc["taxonomy"] = self.taxonomy
