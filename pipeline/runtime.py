@@ -249,7 +249,7 @@ class Runtime(mode.Service):
         consumer = self.app.consumer
         committed = committed_offsets(consumer)
         for tp in consumer.assignment():
-            high = consumer.highwater(tp)
+            high: int | None = consumer.highwater(tp)  # annotated int by Faust, None before the first fetch
             if high is None:
                 continue
             done = committed.get(tp) or 0

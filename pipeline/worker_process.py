@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import urllib.request
+from http.client import HTTPResponse
 from pathlib import Path
 
 from pipeline.child_process import ChildError, ChildProcess
@@ -27,13 +28,14 @@ class WorkerProcess(ChildProcess):
         faust = Path(sys.executable).with_name("faust")
         self.spawn([str(faust), "-A", "pipeline", "--datadir", str(self.data_dir), "worker", "-l", "info"])
 
-    def _get(self, path: str, timeout: float):
+    def _get(self, path: str, timeout: float) -> HTTPResponse:
         """GET a page of the worker, with its access token when one is configured by env var."""
         req = urllib.request.Request(f"{self.url}{path}")
         token = self.env.get("SLMSTREAM_WEB__TOKEN")
         if token:
             req.add_header("Authorization", f"Bearer {token}")
-        return urllib.request.urlopen(req, timeout=timeout)
+        resp: HTTPResponse = urllib.request.urlopen(req, timeout=timeout)  # http(s) URLs give an HTTPResponse
+        return resp
 
     def ready(self) -> bool:
         try:

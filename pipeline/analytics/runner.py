@@ -76,7 +76,7 @@ class BadRecord(ValueError):
     pass
 
 
-def parse_enriched(value: bytes | dict, key_spec: str) -> tuple[str, WindowEvent]:
+def parse_enriched(value: bytes | dict[str, Any], key_spec: str) -> tuple[str, WindowEvent]:
     """(window key, event) of an enriched record; BadRecord when it lacks what a window needs."""
     try:
         doc = orjson.loads(value) if isinstance(value, bytes | bytearray | memoryview) else value
@@ -162,7 +162,7 @@ class WindowAnalytics:
         self.emitted = {"summaries": 0, "abstractive": 0, "extractive": 0, "stats": 0, "alerts": 0, "bad": 0}
 
     # ---- intake -----------------------------------------------------------------------------------------
-    async def submit(self, value: bytes | dict, ack: AckFn) -> None:
+    async def submit(self, value: bytes | dict[str, Any], ack: AckFn) -> None:
         """Hold one enriched record in its windows; waits while `max_held` records are held."""
         try:
             key, event = parse_enriched(value, self.s.key)

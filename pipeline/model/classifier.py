@@ -22,7 +22,8 @@ def softmax(x: np.ndarray, temperature: float) -> np.ndarray:
     z = x / temperature
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probs
 
 
 class LabelClassifier:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -52,7 +53,7 @@ class DecoderShape:
     use_cache_branch: bool = False  # optimum's merged decoders: a bool input, True once there is a past
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> DecoderShape:
+    def from_manifest(cls, manifest: dict[str, Any]) -> DecoderShape:
         io = manifest.get("io", {})
         return cls(
             manifest["n_layers"],
@@ -76,7 +77,7 @@ class DecoderShape:
         empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
         return dict.fromkeys(self.past_names(), empty)
 
-    def run(self, session, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """(next-token logits [batch, vocab] float32, presents) of one call; position ids are dropped for a
         graph that does not take them, and all-position logits [batch, seq, vocab] are cut to the last."""
         if not self.position_ids:
@@ -112,10 +113,10 @@ def greedy_decode(
     width = max(len(p) for p in prompt_ids)
     input_ids = np.full((n, width), pad_id, dtype=np.int64)
     mask = np.zeros((n, width), dtype=np.int64)
-    for row, ids in enumerate(prompt_ids):
+    for i, ids in enumerate(prompt_ids):
         if ids:
-            input_ids[row, width - len(ids) :] = ids
-            mask[row, width - len(ids) :] = 1
+            input_ids[i, width - len(ids) :] = ids
+            mask[i, width - len(ids) :] = 1
     position_ids = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     past_names = shape.past_names()
     feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
@@ -161,7 +162,7 @@ def greedy_decode(
     return out
 
 
-def render_prompt(template: dict, system: str | None, user: str) -> str:
+def render_prompt(template: dict[str, Any], system: str | None, user: str) -> str:
     """One system + user turn in the model's chat format, ending where the assistant's answer starts.
 
     Template facts (decoder_families.py derives them from a checkpoint's jinja template): `system`, `user`
@@ -179,7 +180,8 @@ def render_prompt(template: dict, system: str | None, user: str) -> str:
             text += template["system"].format(content=system)
         else:  # e.g. Gemma: no system role; the system text goes in front of the user message
             user = f"{system}{template.get('system_separator', chr(10) * 2)}{user}"
-    return text + template["user"].format(content=user) + template["assistant_prefix"]
+    rendered: str = text + template["user"].format(content=user) + template["assistant_prefix"]
+    return rendered
 
 
 def make_session(model_file: Path, *, threads: int, provider: str = "cpu") -> ort.InferenceSession:
@@ -210,7 +212,7 @@ class OnnxGenerator:
         self.name: str = manifest["name"]
         self.manifest = manifest
         self.shape = DecoderShape.from_manifest(manifest)
-        self.template: dict = manifest["chat_template"]
+        self.template: dict[str, Any] = manifest["chat_template"]
         self.system_prompt = system_prompt if system_prompt is not None else manifest.get("default_system")
         self.stop_ids: set[int] = set(manifest["stop_token_ids"])
         self.pad_id = int(manifest["pad_token_id"])
@@ -308,7 +310,7 @@ class OnnxGenerator:
         return texts, stats
 
 
-def read_generator_manifest(path: Path) -> dict:
+def read_generator_manifest(path: Path) -> dict[str, Any]:
     """The manifest of the generator directory `path` (a catalog build, an import, or a ready ONNX export
     with a manifest written by `slmstream models import-decoder`); ModelError saying what to run if not."""
     if path.parent.name and path.name in CATALOG:
@@ -346,7 +348,7 @@ GENERATOR_MANIFEST_KEYS = (
 )
 
 
-def _verified_hash(model_file: Path, manifest: dict) -> str:
+def _verified_hash(model_file: Path, manifest: dict[str, Any]) -> str:
     """sha256 of the graph file (for an export with external data: of the graph, not the weights file)."""
     content_hash = "sha256:" + file_sha256(model_file)[:16]
     if manifest.get("sha256") and not content_hash.startswith("sha256:" + manifest["sha256"][:16]):
@@ -378,7 +380,7 @@ def generator_dir(cache_dir: Path, name_or_path: str | Path) -> Path:
 
 
 def load_generator(
-    cache_dir: Path, name: str | Path, *, threads: int, provider: str = "cpu", **kwargs
+    cache_dir: Path, name: str | Path, *, threads: int, provider: str = "cpu", **kwargs: Any
 ) -> OnnxGenerator:
     """The generator named by a catalog name, an imported model's name, or a model directory path."""
     return OnnxGenerator(generator_dir(cache_dir, name), threads=threads, provider=provider, **kwargs)

@@ -145,7 +145,8 @@ def peer_uid(sock: socket.socket | None) -> int | None:
     if sock is None or not hasattr(socket, "SO_PEERCRED"):
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    uid: int = struct.unpack("3i", creds)[1]  # (pid, uid, gid)
+    return uid
 
 
 # ---- requests and batching --------------------------------------------------------------------------------
