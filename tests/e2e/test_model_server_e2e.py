@@ -146,7 +146,7 @@ def test_worker_killed_mid_batch_the_server_and_the_other_worker_go_on(
             # The server goes on answering the survivor.
             deadline = time.monotonic() + 30
             while len(server_batches(server)) < before + 20:
-                server.check()
+                server.check_alive()
                 assert time.monotonic() < deadline, f"the server stopped answering:\n{server.log_tail()}"
                 time.sleep(0.1)
             time.sleep(1.0)  # the stream goes on a moment after the kill
@@ -155,7 +155,7 @@ def test_worker_killed_mid_batch_the_server_and_the_other_worker_go_on(
             ids = producer.ids()
 
             last = reader.wait_done(ids, timeout=120)
-            server.check()
+            server.check_alive()
             assert survivor.proc is not None and survivor.proc.poll() is None, survivor.log_tail()
             missing = set(ids) - reader.done_ids()
             assert last is not None and not missing, f"{len(missing)}/{len(ids)} events never enriched"
