@@ -30,6 +30,7 @@ import structlog
 
 from pipeline import metrics
 from pipeline.analytics.embedder import ClassifierEmbedder
+from pipeline.analytics.restore import read_stats_tail, records_per_partition
 from pipeline.analytics.runner import WindowAnalytics
 from pipeline.batching.scheduler import BatchScheduler
 from pipeline.config import Settings
@@ -96,6 +97,9 @@ async def start_analytics(
     analytics = WindowAnalytics(
         settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, observers=observers
     )
+    # The merged windows and the spike baselines, from Kafka: what this or another worker stored before.
+    stats = await read_stats_tail(settings, settings.topics.stats, records_per_partition(settings))
+    restored = analytics.restore(stats)
     if generator is not None:  # a first real call: onnxruntime's first run is slow, and the planner learns
         _, stats = await generator.generate([WARMUP_TEXT], 8)
         analytics.gen_time.observe(stats.prompt_tokens, stats.prefill_s, stats.new_tokens, stats.decode_s)
@@ -105,6 +109,7 @@ async def start_analytics(
         alerts=settings.alerts.enabled,
         key=s.key,
         window_s=s.window_s,
+        stats_windows_restored=restored,
         generator=generator.name if generator else None,
     )
     return analytics
@@ -123,6 +128,7 @@ class Runtime(mode.Service):
         self.analytics: WindowAnalytics | None = None  # summaries/stats/alerts, when enabled
         self._ready: asyncio.Event | None = None
         self._closers: list[Callable[[], Any]] = []  # model threads and connections, closed at shutdown
+        self.assigned_by_key: list[int] = []  # partitions of events.enriched.by-key this worker owns now
 
     @property
     def analytics_on(self) -> bool:
@@ -167,6 +173,7 @@ class Runtime(mode.Service):
             except ModelError as exc:
                 await self._cannot_start(exc)
                 return
+            self.analytics.assign(self.assigned_by_key)  # assigned before the analytics were ready
         self.scheduler = scheduler
         self._ready_event().set()
         log.info(

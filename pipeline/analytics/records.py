@@ -49,6 +49,10 @@ def summary_record(
         "latency_ms": round(latency_ms, 1),
         "budget_met": budget_met,
         "sample_ids": sample_ids[:MAX_SAMPLE_IDS],
+        # A record rebuilt after a crash from part of the window's records covers fewer: readers keep, per key,
+        # window and part, the highest (final, revision).
+        "revision": len(window.events),
+        "final": True,
     }
 
 

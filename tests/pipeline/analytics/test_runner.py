@@ -55,28 +55,35 @@ class Clock:
 
 
 class FakeSink:
-    """Stores what is sent; the broker acks at once, or, while `holding`, when the test calls `release()`."""
+    """Stores what is sent; the broker acks at once, or, while `holding`, when the test calls `release()`.
+    Records of a `routes` topic are handed, once acked, to its consumer (the partials to the merger)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, dict]] = []
         self.holding = False
-        self._pending: list[asyncio.Future[None]] = []
+        self.routes: dict[str, object] = {}
+        self.routed: set[asyncio.Task] = set()
+        self._pending: list[tuple[asyncio.Future[None], str, bytes]] = []
         self._changed = asyncio.Event()
 
     async def send(self, topic, key, value, headers=None):
         self.sent.append((topic, key, orjson.loads(value)))
         fut = asyncio.get_running_loop().create_future()
         if self.holding:
-            self._pending.append(fut)
+            self._pending.append((fut, topic, value))
         else:
             fut.set_result(None)
+            if topic in self.routes:
+                await self.routes[topic](value)
         self._changed.set()
         return fut
 
     def release(self) -> None:
         self.holding = False
-        for fut in self._pending:
+        for fut, topic, value in self._pending:
             fut.set_result(None)
+            if topic in self.routes:
+                self.routed.add(asyncio.ensure_future(self.routes[topic](value)))
         self._pending.clear()
 
     def of(self, topic: str) -> list[dict]:
@@ -159,14 +166,32 @@ def settings(monkeypatch, **env: str):
 
 
 def analytics(s, sink, generator, clock: Clock, observers=()) -> WindowAnalytics:
-    return WindowAnalytics(s, sink, FakeEmbedder(), generator, observers=observers, clock=clock, sleep=clock.sleep)
+    """A worker owning every partition: its partials come back to its own merger (as through Kafka)."""
+    a = WindowAnalytics(s, sink, FakeEmbedder(), generator, observers=observers, clock=clock, sleep=clock.sleep)
+    a.assign(range(s.topics.partitions))
+    sink.routes[s.topics.stats_partials] = lambda value: a.submit_partial(value, lambda: None, 0)
+    return a
 
 
-async def close_and_drain(a: WindowAnalytics, clock: Clock, t: float) -> None:
+async def settle(a: WindowAnalytics, sink: FakeSink) -> None:
+    """Wait until every record started is stored and acked, the partials merged included."""
+
+    async def all_done() -> None:
+        while True:
+            await a.drain()
+            if not sink.routed:
+                return
+            routed, sink.routed = sink.routed, set()
+            await asyncio.gather(*routed)
+
+    await asyncio.wait_for(all_done(), WAIT_S)
+
+
+async def close_and_drain(a: WindowAnalytics, clock: Clock, t: float, sink: FakeSink) -> None:
     """Move time to `t`, close what is due then, and wait until its records are stored and acked."""
     clock.advance_to(t)
     a.close_due()
-    await asyncio.wait_for(a.drain(), WAIT_S)
+    await settle(a, sink)
 
 
 def run(coro):
@@ -187,11 +212,11 @@ def test_one_summary_per_key_window_and_acks_only_after_the_broker(monkeypatch) 
         clock.advance_to(T0 + 11)
         a.close_due()
         await sink.wait_for(s.topics.summaries, 2)
-        await sink.wait_for(s.topics.stats, 1)
-        assert acked == []  # summaries sent, not acknowledged: nothing acked
+        await sink.wait_for(s.topics.stats_partials, 1)
+        assert acked == []  # summaries and partial sent, not acknowledged: nothing acked
         assert a.held == 5 and observer.delivered == []
         sink.release()
-        await asyncio.wait_for(a.drain(), WAIT_S)
+        await settle(a, sink)
         summaries = sorted(sink.of(s.topics.summaries), key=lambda r: r["key"])
         assert [(r["key"], r["count"], r["method"]) for r in summaries] == [
             ("k1", 4, "abstractive"),
@@ -231,7 +256,7 @@ def test_a_planted_spike_gives_one_alert(monkeypatch) -> None:
             for label in labels:
                 i += 1
                 await a.submit(enriched(i, f"k{i % 2}", start + 1, label), lambda: None)
-            await close_and_drain(a, clock, start + 11)
+            await close_and_drain(a, clock, start + 11, sink)
         (alert,) = sink.of(s.topics.alerts)
         jsonschema.validate(alert, load_schema("alert"))
         assert alert["label"] == "account_access" and alert["count"] == 12
@@ -252,7 +277,7 @@ def test_generator_failure_falls_back_to_extractive(monkeypatch) -> None:
         a = analytics(s, sink, FakeGenerator(fail=True), clock)
         for i in range(5):
             await a.submit(enriched(i, "k", T0 + i), lambda: None)
-        await close_and_drain(a, clock, T0 + 11)
+        await close_and_drain(a, clock, T0 + 11, sink)
         (summary,) = sink.of(s.topics.summaries)
         assert summary["method"] == "extractive" and summary["summary"]
         assert summary["count"] == 5
@@ -272,7 +297,7 @@ def test_without_a_generator_every_summary_is_extractive_and_bad_records_are_ski
         for i in range(5):
             await a.submit(enriched(i, "k", T0 + i), lambda: acked.append("ok"))
         assert acked == ["bad", "bad2"] and a.emitted["bad"] == 2
-        await close_and_drain(a, clock, T0 + 11)
+        await close_and_drain(a, clock, T0 + 11, sink)
         (summary,) = sink.of(s.topics.summaries)
         assert summary["method"] == "extractive" and acked.count("ok") == 5
 
@@ -297,14 +322,19 @@ def test_held_records_are_bounded(monkeypatch) -> None:
         await sink.wait_for(s.topics.summaries, 2)  # both full windows closed and summarized, not yet acked
         assert not blocked.done() and a.held == 4
         sink.release()
+        await settle(a, sink)
+        # Summarized, but the records also wait for their partition's partial of the window: at its close.
+        assert not blocked.done() and a.held == 4
+        clock.advance_to(T0 + 11)
+        a.close_due()
         await asyncio.wait_for(blocked, WAIT_S)
-        await asyncio.wait_for(a.drain(), WAIT_S)
-        assert a.held == 1  # the fifth record, in its open window
+        await settle(a, sink)
+        assert a.held == 1  # the fifth record, in a window opened after the close (late)
 
     run(main())
 
 
-def test_summaries_off_acks_after_the_stats_record(monkeypatch) -> None:
+def test_summaries_off_acks_after_the_partial(monkeypatch) -> None:
     s = settings(monkeypatch, SLMSTREAM_SUMMARIES__ENABLED="false")
 
     async def main() -> None:
@@ -315,10 +345,10 @@ def test_summaries_off_acks_after_the_stats_record(monkeypatch) -> None:
         await a.submit(enriched(1, "k", T0 + 1), lambda: acked.append(1))
         clock.advance_to(T0 + 11)
         a.close_due()
-        await sink.wait_for(s.topics.stats, 1)
+        await sink.wait_for(s.topics.stats_partials, 1)
         assert acked == []
         sink.release()
-        await asyncio.wait_for(a.drain(), WAIT_S)
+        await settle(a, sink)
         assert sink.of(s.topics.summaries) == [] and len(sink.of(s.topics.stats)) == 1 and acked == [1]
 
     run(main())
@@ -362,7 +392,7 @@ def test_a_batch_that_cannot_start_in_time_goes_extractive_without_waiting(monke
         assert [(r["key"], r["method"]) for r in sink.of(s.topics.summaries)] == [("second", "extractive")]
         assert gen.batches == []  # "first" still holds the generator
         gen.release.set()
-        await asyncio.wait_for(a.drain(), WAIT_S)
+        await settle(a, sink)
         assert [(r["key"], r["method"]) for r in sink.of(s.topics.summaries)][-1] == ("first", "abstractive")
         assert gen.batches == [1]
 
@@ -382,7 +412,7 @@ def test_a_prompt_the_generator_refuses_gets_an_extractive_summary(monkeypatch) 
         a = analytics(s, sink, RefusingGenerator(), clock)
         for i in range(4):
             await a.submit(enriched(i, "k", T0 + i), lambda: None)
-        await close_and_drain(a, clock, T0 + 11)
+        await close_and_drain(a, clock, T0 + 11, sink)
         assert [r["method"] for r in sink.of(s.topics.summaries)] == ["extractive"] and a.held == 0
 
     run(main())
@@ -402,7 +432,7 @@ def test_the_partial_first_window_is_not_part_of_the_baseline(monkeypatch) -> No
             for _ in range(n):
                 i += 1
                 await a.submit(enriched(i, "k", first), lambda: None)
-            await close_and_drain(a, clock, start + 11)
+            await close_and_drain(a, clock, start + 11, sink)
         (alert,) = sink.of(s.topics.alerts)
         assert alert["baseline"] == {"mean": 2.0, "std": 0.0, "windows": 2}
         assert alert["method"] == "extractive"  # no generator: counts and the most typical message
