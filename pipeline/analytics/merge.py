@@ -26,6 +26,7 @@ partials add nothing is acked at once.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ def _percentile(hist: Mapping[float, int], q: float) -> float | None:
     n = sum(hist.values())
     if n == 0:
         return None
-    rank, seen = q * (n - 1), 0
+    rank, seen = math.ceil(q * (n - 1)), 0  # the nearest value at or above the interpolated percentile
     for value in sorted(hist):
         seen += hist[value]
         if seen > rank:

@@ -58,7 +58,7 @@ async def read_stats_tail(settings: Settings, topic: str, per_partition: int, ti
                         continue
                     if isinstance(doc, dict):
                         out.append(doc)
-            if not batch and all(await _at_end(consumer, tp, ends[tp]) for tp in tps):
+            if not batch and await _at_end(consumer, ends):
                 break
     finally:
         await consumer.stop()
@@ -66,5 +66,8 @@ async def read_stats_tail(settings: Settings, topic: str, per_partition: int, ti
     return out
 
 
-async def _at_end(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> bool:
-    return await consumer.position(tp) >= end
+async def _at_end(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True

@@ -233,7 +233,10 @@ class WindowAnalytics:
 
     # ---- intake -----------------------------------------------------------------------------------------
     async def submit(self, value: bytes | dict, ack: AckFn, partition: int = 0) -> None:
-        """Hold one by-key record (read from `partition`) in its windows; waits while `max_held` are held."""
+        """Hold one by-key record (read from `partition`) in its windows; waits while `max_held` are held.
+        A record of a partition not (or no longer) ours is left alone: its owner reads it."""
+        if partition not in self.owned:
+            return
         try:
             key, event = parse_enriched(value, self.s.key)
         except BadRecord as exc:
@@ -243,6 +246,9 @@ class WindowAnalytics:
             await run_ack(ack)
             return
         await self._room.acquire()
+        if partition not in self.owned:  # revoked while this waited for room
+            self._room.release()
+            return
         self._hold(+1)
         held = HeldRecord(ack, 2 if self.summaries_on else 1, self._release)
         self._held_records.setdefault(partition, set()).add(held)

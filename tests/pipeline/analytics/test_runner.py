@@ -469,3 +469,43 @@ def test_run_closes_windows_when_woken_and_stops_on_a_record_that_can_never_be_s
             await a.drain()
 
     run(main())
+
+
+def test_a_revoked_partition_drops_its_open_windows_unacked_and_frees_their_room(monkeypatch) -> None:
+    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_TOPICS__PARTITIONS="2")
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        a = analytics(s, sink, None, clock)
+        acked: list[str] = []
+        await a.submit(enriched(1, "a", T0 + 1), lambda: acked.append("a"), 0)
+        await a.submit(enriched(2, "b", T0 + 1), lambda: acked.append("b"), 1)
+        assert a.held == 2
+        assert a.revoke([1]) == 1 and a.held == 1
+        await a.submit(enriched(3, "b", T0 + 2), lambda: acked.append("late b"), 1)  # in flight at the revoke
+        assert a.held == 1
+        await close_and_drain(a, clock, T0 + 11, sink)
+        assert [r["key"] for r in sink.of(s.topics.summaries)] == ["a"] and acked == ["a"]
+        # Only partition 0 is ours: its partial; partition 1's comes from its new owner.
+        assert sorted((r["partition"], r["events"]) for r in sink.of(s.topics.stats_partials)) == [(0, 0), (0, 1)]
+
+    run(main())
+
+
+def test_every_owned_partition_gets_a_partial_per_window_even_without_records(monkeypatch) -> None:
+    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_TOPICS__PARTITIONS="3")
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        a = analytics(s, sink, None, clock)  # assigned at T0: from the window before T0 on
+        await a.submit(enriched(1, "a", T0 + 1), lambda: None, 2)
+        await close_and_drain(a, clock, T0 + 11, sink)
+        partials = sorted(
+            (r["window"]["start_ms"], r["partition"], r["events"]) for r in sink.of(s.topics.stats_partials)
+        )
+        w0, w1 = int((T0 - 10) * 1000), int(T0 * 1000)
+        assert partials == [(w0, 0, 0), (w0, 1, 0), (w0, 2, 0), (w1, 0, 0), (w1, 1, 0), (w1, 2, 1)]
+        (stats,) = sink.of(s.topics.stats)  # the idle window before T0 has none
+        assert (stats["events"], stats["final"], stats["partitions"]) == (1, True, 3)
+
+    run(main())

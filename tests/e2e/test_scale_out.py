@@ -1,0 +1,216 @@
+"""Analytics with several workers in one group, on a real broker: one summary per key and window, one stats record
+per window, one alert for a spike, through a SIGKILL of one worker and a graceful restart of another.
+
+Three workers share 4 partitions of every topic. Events carry event times (`ts`) inside the window they are sent
+in, for 8 keys (spread over every partition), so every expected (key, window) count and window total is known.
+`grace_s` is longer than tansu takes to hand a SIGKILLed member's partitions to another worker (~11 s,
+brokers.md) plus the time to classify its backlog: no event arrives after its window closed. After a crash
+duplicates are allowed; the readers' rule (schemas: keep the highest (final, revision) per key and window)
+must leave exactly the right records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from pipeline.kafka_client import ensure_topics
+from pipeline.worker_process import WorkerProcess
+from schemas import load_schema
+from tests.e2e.conftest import MODELS, PARTITIONS, ROOT, free_port, produce
+from tests.e2e.test_summaries_e2e import samples
+
+pytestmark = pytest.mark.e2e
+
+WINDOW_S = 3
+GRACE_S = 20  # > tansu's ~11 s to replace a SIGKILLed member, plus classifying what it left
+KEYS = [f"k{i}" for i in range(8)]
+PER_KEY = 3  # events per key per quiet window
+WINDOWS = 10
+KILL_IN = 2  # SIGKILL a worker 1.5 s into this window
+RESTART_IN = 5  # gracefully stop another at the start of this window and start a new one
+SPIKE_IN = 8  # 36 more account_access events, over every key (so every partition)
+SPIKE = 36
+
+
+def keep_highest(records: list[dict], key) -> dict:
+    """The readers' rule (schemas/summary.schema.json, stats.schema.json)."""
+    best: dict = {}
+    for r in records:
+        k = key(r)
+        if k not in best or (r["final"], r["revision"]) > (best[k]["final"], best[k]["revision"]):
+            best[k] = r
+    return best
+
+
+def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(broker, topics, tmp_path: Path) -> None:
+    if broker.engine != "tansu":
+        pytest.skip("noida-db keeps a group stuck after a SIGKILL until the broker restarts (brokers.md)")
+    env = {
+        "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml"),
+        "SLMSTREAM_BROKER": broker.url,
+        "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
+        "SLMSTREAM_LOG_FORMAT": "json",
+        **topics.env(),
+        "SLMSTREAM_TOPICS__SUMMARIES": f"{topics.events}.summaries",
+        "SLMSTREAM_TOPICS__STATS": f"{topics.events}.stats",
+        "SLMSTREAM_TOPICS__ALERTS": f"{topics.events}.alerts",
+        "SLMSTREAM_TOPICS__ENRICHED_BY_KEY": f"{topics.events}.by-key",
+        "SLMSTREAM_TOPICS__STATS_PARTIALS": f"{topics.events}.partials",
+        "SLMSTREAM_SUMMARIES__ENABLED": "true",
+        "SLMSTREAM_SUMMARIES__WINDOW_S": str(WINDOW_S),
+        "SLMSTREAM_SUMMARIES__GRACE_S": str(GRACE_S),
+        "SLMSTREAM_SUMMARIES__STATS_WAIT_S": "90",
+        "SLMSTREAM_SUMMARIES__MIN_EVENTS_ABSTRACTIVE": "1000",  # extractive: 3 workers on 2 cores
+        "SLMSTREAM_ALERTS__ENABLED": "true",
+        "SLMSTREAM_ALERTS__MIN_BASELINE_WINDOWS": "3",
+        "SLMSTREAM_ALERTS__MIN_COUNT": "15",
+        "SLMSTREAM_ALERTS__Z": "off",
+    }
+    out = [env["SLMSTREAM_TOPICS__SUMMARIES"], env["SLMSTREAM_TOPICS__STATS"], env["SLMSTREAM_TOPICS__ALERTS"]]
+    summaries_t, stats_t, alerts_t = out
+    asyncio.run(ensure_topics(broker.bootstrap, out, PARTITIONS))
+    workers: list[WorkerProcess] = []
+
+    def new_worker() -> WorkerProcess:
+        n = len(workers)
+        w = WorkerProcess(env, tmp_path / f"worker-{n}.log", tmp_path / f"worker-{n}-data", free_port())
+        workers.append(w)
+        w.start()
+        return w
+
+    try:
+        for w in [new_worker() for _ in range(3)]:
+            w.wait_ready(120)
+        texts = samples()
+        quiet_labels = sorted(label for label in texts if label != "account_access")
+        expected: Counter[tuple[str, int]] = Counter()
+        per_window: Counter[int] = Counter()
+        ids: set[str] = set()
+        restarted: list[threading.Thread] = []
+
+        def event(i: int, key: str, ts_s: float, text: str) -> bytes:
+            ident = f"{topics.uid}-{i:05d}"
+            ids.add(ident)
+            expected[(key, int(ts_s // WINDOW_S * WINDOW_S * 1000))] += 1
+            per_window[int(ts_s // WINDOW_S * WINDOW_S * 1000)] += 1
+            return orjson.dumps({"id": ident, "text": text, "ts": int(ts_s * 1000), "key": key, "source": "chat"})
+
+        async def scenario() -> None:
+            start = (int(time.time() // WINDOW_S) + 1) * WINDOW_S
+            i = 0
+            for w in range(WINDOWS):
+                values = []
+                for key in KEYS:
+                    for j in range(PER_KEY):
+                        label = "account_access" if j == 0 and key == KEYS[w % len(KEYS)] else None
+                        label = label or quiet_labels[(i + j) % len(quiet_labels)]
+                        values.append(event(i, key, start + 0.1, texts[label][i % len(texts[label])]))
+                        i += 1
+                if w == SPIKE_IN:
+                    for j in range(SPIKE):
+                        values.append(event(i, KEYS[j % len(KEYS)], start + 0.2, texts["account_access"][j]))
+                        i += 1
+                delay = start + 0.1 - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await produce(broker.bootstrap, topics.events, values)
+                if w == KILL_IN:
+                    await asyncio.sleep(1.4)
+                    workers[1].kill()
+                if w == RESTART_IN:
+                    assert workers[2].stop(30) is not None
+                    t = threading.Thread(target=lambda: new_worker().wait_ready(120))
+                    t.start()
+                    restarted.append(t)
+                start += WINDOW_S
+
+        t0 = time.monotonic()
+        asyncio.run(scenario())
+        for t in restarted:
+            t.join()
+
+        def done(got: dict[str, list[dict]]) -> bool:
+            s = keep_highest(got[summaries_t], lambda r: (r["key"], r["window"]["start_ms"]))
+            st = keep_highest(got[stats_t], lambda r: r["window"]["start_ms"])
+            return all(k in s and s[k]["count"] == n for k, n in expected.items()) and all(
+                w in st and st[w]["final"] and st[w]["events"] == n for w, n in per_window.items()
+            )
+
+        got = asyncio.run(collect_until(broker.bootstrap, [summaries_t, stats_t, alerts_t, topics.enriched], done))
+        elapsed = time.monotonic() - t0
+    finally:
+        for w in workers:
+            w.stop(20)
+            w.kill()
+
+    enriched_ids = {r["id"] for r in got[topics.enriched]}
+    assert enriched_ids == ids, f"{len(ids - enriched_ids)} events never enriched"
+    summaries = got[summaries_t]
+    for r in summaries:
+        jsonschema.validate(r, load_schema("summary"))
+    kept = keep_highest(summaries, lambda r: (r["key"], r["window"]["start_ms"], r["window"]["part"]))
+    assert {(k, w) for k, w, _ in kept} == set(expected), "one summary per key and window, none missing or extra"
+    assert {(k, w): r["count"] for (k, w, _), r in kept.items()} == dict(expected)
+    assert sum(r["count"] for r in kept.values()) == len(ids), "every enriched event in exactly one summary"
+    stats = got[stats_t]
+    for r in stats:
+        jsonschema.validate(r, load_schema("stats"))
+    final = keep_highest(stats, lambda r: r["window"]["start_ms"])
+    assert set(final) == set(per_window), "one stats record per window, none missing or extra"
+    assert {w: (r["events"], r["final"], r["partitions"]) for w, r in final.items()} == {
+        w: (n, True, PARTITIONS) for w, n in per_window.items()
+    }
+    alerts = got[alerts_t]
+    assert len(alerts) == 1, alerts
+    (alert,) = alerts
+    spike_start = sorted(per_window)[SPIKE_IN]
+    assert alert["label"] == "account_access" and alert["window"]["start_ms"] == spike_start
+    assert final[spike_start]["spikes"] == ["account_access"]
+    dups = len(summaries) - len(kept), len(stats) - len(final)
+    print(
+        f"[{broker.engine}] {len(ids)} events, {len(kept)} summaries, {len(final)} stats windows; duplicates "
+        f"(summaries, stats) {dups}; {elapsed:.0f}s"
+    )
+
+
+async def read_all(bootstrap: str, names: list[str], idle_s: float = 1.5) -> dict[str, list[dict]]:
+    """Every record of the topics so far: read from the start until nothing came for `idle_s`."""
+    consumer = AIOKafkaConsumer(
+        *names,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=40,
+    )
+    await consumer.start()
+    got: dict[str, list[dict]] = {t: [] for t in names}
+    try:
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s:
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                got[tp.topic].extend(orjson.loads(r.value) for r in records)
+                last = time.monotonic()
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def collect_until(bootstrap: str, names: list[str], done, timeout: float = 120.0) -> dict[str, list[dict]]:
+    """Read the topics until `done(records)`, then once more 3 s later (late duplicates are seen too)."""
+    deadline = time.monotonic() + timeout
+    got = await read_all(bootstrap, names)
+    while not done(got) and time.monotonic() < deadline:
+        await asyncio.sleep(2)
+        got = await read_all(bootstrap, names)
+    await asyncio.sleep(3)
+    return await read_all(bootstrap, names)
