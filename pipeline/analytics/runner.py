@@ -297,11 +297,12 @@ class WindowAnalytics:
 
     # ---- rebalances -------------------------------------------------------------------------------------
     def assign(self, partitions: Sequence[int]) -> None:
-        """By-key partitions now ours: from the window before this moment on, each window close emits a
-        partial for each (an empty one when it had no record)."""
+        """By-key partitions now ours: each window close emits a partial for each (an empty one when it had no
+        record), from the oldest window the merger may still wait for on: the previous owner may have lost the
+        partition (or died) before that window's close, and a partial that adds nothing is dropped there."""
         now = self.clock()
-        ms = self.partition_windows.window_ms
-        first = self.partition_windows.start_of(int(now * 1000)) - ms
+        lookback_s = self.s.grace_s + self.s.window_s + self.s.stats_wait_s
+        first = self.partition_windows.start_of(int((now - lookback_s) * 1000))
         for p in partitions:
             self.owned.setdefault(p, (now, first))
         self._wake.set()

@@ -21,6 +21,7 @@ import jsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.kafka_client import ensure_topics
 from pipeline.worker_process import WorkerProcess
@@ -32,13 +33,27 @@ pytestmark = pytest.mark.e2e
 
 WINDOW_S = 3
 GRACE_S = 20  # > tansu's ~11 s to replace a SIGKILLed member, plus classifying what it left
-KEYS = [f"k{i}" for i in range(8)]
 PER_KEY = 3  # events per key per quiet window
 WINDOWS = 10
 KILL_IN = 2  # SIGKILL a worker 1.5 s into this window
 RESTART_IN = 5  # gracefully stop another at the start of this window and start a new one
 SPIKE_IN = 8  # 36 more account_access events, over every key (so every partition)
 SPIKE = 36
+
+
+def keys_covering(partitions: int, per_partition: int) -> list[str]:
+    """Keys that the producers' partitioner (murmur2, as Kafka's) spreads evenly over every partition."""
+    partitioner = DefaultPartitioner()
+    by_partition: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    for i in range(1000):
+        key = f"k{i}"
+        p = partitioner(key.encode(), list(range(partitions)), list(range(partitions)))
+        if len(by_partition[p]) < per_partition:
+            by_partition[p].append(key)
+    return [k for p in sorted(by_partition) for k in by_partition[p]]
+
+
+KEYS = keys_covering(PARTITIONS, 2)  # two per partition of the by-key topic: every worker has keys
 
 
 def keep_highest(records: list[dict], key) -> dict:

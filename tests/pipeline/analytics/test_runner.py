@@ -486,26 +486,36 @@ def test_a_revoked_partition_drops_its_open_windows_unacked_and_frees_their_room
         assert a.held == 1
         await close_and_drain(a, clock, T0 + 11, sink)
         assert [r["key"] for r in sink.of(s.topics.summaries)] == ["a"] and acked == ["a"]
-        # Only partition 0 is ours: its partial; partition 1's comes from its new owner.
-        assert sorted((r["partition"], r["events"]) for r in sink.of(s.topics.stats_partials)) == [(0, 0), (0, 1)]
+        # Only partition 0 is ours: its partials (empty ones for the windows before); partition 1's come from
+        # its new owner.
+        partials = sink.of(s.topics.stats_partials)
+        assert {r["partition"] for r in partials} == {0}
+        assert [(r["window"]["start_ms"], r["events"]) for r in partials if r["events"]] == [(int(T0 * 1000), 1)]
 
     run(main())
 
 
 def test_every_owned_partition_gets_a_partial_per_window_even_without_records(monkeypatch) -> None:
-    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_TOPICS__PARTITIONS="3")
+    s = settings(
+        monkeypatch,
+        SLMSTREAM_ALERTS__ENABLED="false",
+        SLMSTREAM_TOPICS__PARTITIONS="3",
+        SLMSTREAM_SUMMARIES__STATS_WAIT_S="1",
+    )
 
     async def main() -> None:
         clock, sink = Clock(), FakeSink()
-        a = analytics(s, sink, None, clock)  # assigned at T0: from the window before T0 on
+        # Assigned at T0: from the oldest window the merger may still wait for (grace + window + stats wait
+        # = 12 s back: the window starting at T0 - 20) on.
+        a = analytics(s, sink, None, clock)
         await a.submit(enriched(1, "a", T0 + 1), lambda: None, 2)
         await close_and_drain(a, clock, T0 + 11, sink)
         partials = sorted(
             (r["window"]["start_ms"], r["partition"], r["events"]) for r in sink.of(s.topics.stats_partials)
         )
-        w0, w1 = int((T0 - 10) * 1000), int(T0 * 1000)
-        assert partials == [(w0, 0, 0), (w0, 1, 0), (w0, 2, 0), (w1, 0, 0), (w1, 1, 0), (w1, 2, 1)]
-        (stats,) = sink.of(s.topics.stats)  # the idle window before T0 has none
+        w00, w0, w1 = int((T0 - 20) * 1000), int((T0 - 10) * 1000), int(T0 * 1000)
+        assert partials == [(w, p, 0) for w in (w00, w0) for p in range(3)] + [(w1, 0, 0), (w1, 1, 0), (w1, 2, 1)]
+        (stats,) = sink.of(s.topics.stats)  # the idle windows before T0 have none
         assert (stats["events"], stats["final"], stats["partitions"]) == (1, True, 3)
 
     run(main())
