@@ -9,8 +9,10 @@ so that with several workers every key's windows and every window's stats are wh
 - `analyze`: by-key records into their windows (pipeline/analytics/runner.py). A record is acked only once the
   summary of its key's window and its partition's partial of the window are acknowledged by the broker, so a
   crash re-reads every record of every window not yet done.
-- `merge_stats`: the per-partition partials of each window (keyed by window start) into one stats record,
-  and spikes on the merged counts; a partial is acked once the stats record (and its alerts) are stored.
+- `merge_stats`: the per-partition partials of each window (all under one key, so one worker merges every
+  window) into one stats record, and spikes on the merged counts against the windows before; a partial is
+  acked once the stats record (and its alerts) are stored. When it gets that partition, the worker first
+  reads back the latest stats records (the windows merged and the spike baseline, from Kafka).
 
 Rebalances: partitions taken from this worker have their open windows dropped (their records are not acked:
 the next owner reads them again); partitions given to it start their windows' partials.
@@ -70,6 +72,7 @@ async def analyze(stream: StreamT, app: faust.App, runtime: Runtime) -> None:
 async def merge_stats(stream: StreamT, app: faust.App, runtime: Runtime) -> None:
     async for event in stream.noack().events():
         analytics = await runtime.analytics_ready()
+        await runtime.stats_restored()
         forget_unacked(app.consumer, event.message)  # held until every partition's partial is in
         await analytics.submit_partial(event.value, partial(stream.ack, event), event.message.partition)
 
@@ -113,4 +116,5 @@ def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
         runtime.assigned_by_key = mine
         if runtime.analytics is not None:
             runtime.analytics.assign(mine)
+        runtime.partials_assigned(_partitions(assigned, partials))
         log.info("analytics_assigned", by_key=mine, partials=_partitions(assigned, partials))

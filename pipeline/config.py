@@ -77,7 +77,7 @@ class TopicsSettings(_Section):
     deferred: str = "events.deferred"
     summaries: str = "events.summaries"
     stats: str = "events.stats"
-    # Per-partition partial counts of each window, keyed by window start: one worker merges each window.
+    # Per-partition partial counts of each window, all under one key: one worker merges every window.
     stats_partials: str = "events.stats.partials"
     alerts: str = "events.alerts"
 

@@ -97,9 +97,6 @@ async def start_analytics(
     analytics = WindowAnalytics(
         settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, observers=observers
     )
-    # The merged windows and the spike baselines, from Kafka: what this or another worker stored before.
-    stats = await read_stats_tail(settings, settings.topics.stats, records_per_partition(settings))
-    restored = analytics.restore(stats)
     if generator is not None:  # a first real call: onnxruntime's first run is slow, and the planner learns
         _, stats = await generator.generate([WARMUP_TEXT], 8)
         analytics.gen_time.observe(stats.prompt_tokens, stats.prefill_s, stats.new_tokens, stats.decode_s)
@@ -109,7 +106,6 @@ async def start_analytics(
         alerts=settings.alerts.enabled,
         key=s.key,
         window_s=s.window_s,
-        stats_windows_restored=restored,
         generator=generator.name if generator else None,
     )
     return analytics
@@ -129,6 +125,8 @@ class Runtime(mode.Service):
         self._ready: asyncio.Event | None = None
         self._closers: list[Callable[[], Any]] = []  # model threads and connections, closed at shutdown
         self.assigned_by_key: list[int] = []  # partitions of events.enriched.by-key this worker owns now
+        self.assigned_partials: list[int] = []  # partitions of events.stats.partials (the merger's) it owns now
+        self._stats_restore: asyncio.Future[None] | None = None
 
     @property
     def analytics_on(self) -> bool:
@@ -174,6 +172,7 @@ class Runtime(mode.Service):
                 await self._cannot_start(exc)
                 return
             self.analytics.assign(self.assigned_by_key)  # assigned before the analytics were ready
+            self.partials_assigned(self.assigned_partials)
         self.scheduler = scheduler
         self._ready_event().set()
         log.info(
@@ -220,6 +219,28 @@ class Runtime(mode.Service):
             for n in sizes:
                 _, seconds = await worker.classify([WARMUP_TEXT] * n)
                 scheduler.service_time.observe(n, seconds)
+
+    # ---- the merger's state, from Kafka ----------------------------------------------------------------------
+    def partials_assigned(self, partitions: Sequence[int]) -> None:
+        """This worker owns (again) a partition of events.stats.partials: before it merges a partial, read back
+        the latest stats records, whoever wrote them (the windows already merged, the spike baseline)."""
+        self.assigned_partials = list(partitions)
+        if partitions and self.analytics is not None:
+            self._stats_restore = asyncio.ensure_future(self._restore_stats(self.analytics))
+
+    async def _restore_stats(self, analytics: WindowAnalytics) -> None:
+        settings = self.settings
+        try:
+            stats = await read_stats_tail(settings, settings.topics.stats, records_per_partition(settings))
+        except Exception as exc:  # the merger goes on with what it knows: revisions may repeat, baselines start anew
+            log.warning("stats_restore_failed", error=repr(exc))
+            return
+        log.info("stats_restored", windows=analytics.restore(stats))
+
+    async def stats_restored(self) -> None:
+        """Wait for the latest read-back of the stats topic (the merge agent, before each partial)."""
+        while self._stats_restore is not None and not self._stats_restore.done():
+            await asyncio.shield(self._stats_restore)
 
     # ---- stop ---------------------------------------------------------------------------------------------
     async def on_stop(self) -> None:

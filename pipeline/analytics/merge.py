@@ -2,9 +2,11 @@
 the clock is passed in).
 
 Each worker counts the records of every `events.enriched.by-key` partition it owns per window and, when the
-window closes, writes one partial for each such partition to `events.stats.partials`, keyed by the window start
-(`partial_record`; a partition with no record in the window gives an empty one). All partials of a window
-therefore land in one partition of that topic, whose owner merges them here:
+window closes, writes one partial for each such partition to `events.stats.partials`, all under one key
+(`PARTIALS_KEY`; a partition with no record in the window gives an empty partial). Every partial of every
+window therefore lands in one partition of that topic, and its owner merges them here: one merger for all
+windows, so spike detection sees every window and its baseline is the windows before it (a few small records
+per window: one process keeps up with any number of workers):
 
 - A window is complete when it holds a partial from each of the `partitions` partitions of the by-key topic; it
   is merged then into a `final` stats record. A window still incomplete `wait_s` after its first partial (a
@@ -36,6 +38,7 @@ from pipeline.analytics.records import rfc3339
 from pipeline.analytics.windows import Window
 
 AckFn = Callable[[], Any]
+PARTIALS_KEY = b"windows"  # every partial under one key: one partition, one merger
 MAX_SAMPLES_PER_LABEL = 10  # texts per label a partial carries: enough for an alert's prompt
 KEEP_WINDOWS = 1000  # merged windows remembered (for revisions and to drop re-read partials)
 

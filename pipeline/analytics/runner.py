@@ -8,7 +8,7 @@ broker's.
 
 Several workers: records reach `submit` from `events.enriched.by-key`, keyed by the window key, so every key's
 windows are whole in the one worker that owns the key's partition; the per-partition partials of a window all
-go to one partition of `events.stats.partials` (keyed by the window start), whose owner merges them into the
+go to one partition of `events.stats.partials` (all under one key), whose owner merges them into each
 window's one stats record and runs spike detection on the merged counts (README "Scale-out").
 
 Crash safety without Faust tables: a by-key record is acked only after the summary of its key's window and
@@ -48,7 +48,7 @@ import structlog
 
 from pipeline.analytics.alerts import Spike, SpikeDetector
 from pipeline.analytics.extractive import extractive_summary, sample_evenly
-from pipeline.analytics.merge import MergedWindow, StatsMerger, empty_partial, partial_record
+from pipeline.analytics.merge import PARTIALS_KEY, MergedWindow, StatsMerger, empty_partial, partial_record
 from pipeline.analytics.records import alert_record, summary_record
 from pipeline.analytics.stats import label_counts
 from pipeline.analytics.summarizer import (
@@ -400,8 +400,7 @@ class WindowAnalytics:
         await self._deliver_partial(doc, acks)
 
     async def _deliver_partial(self, doc: dict[str, Any], acks: list[AckFn]) -> None:
-        key = str(doc["window"]["start_ms"]).encode()
-        out = Outgoing(self.topics.stats_partials, key, orjson.dumps(doc))
+        out = Outgoing(self.topics.stats_partials, PARTIALS_KEY, orjson.dumps(doc))
         await self.outbox.deliver([out], [lambda: self._run_acks(acks)])
 
     async def drain(self) -> None:
@@ -598,6 +597,15 @@ class WindowAnalytics:
             spikes = [sp for sp in found if sp.label not in already]  # a revision does not alert again
             self.merger.mark_alerted(start, [sp.label for sp in spikes])
             record["spikes"] = sorted(already | {sp.label for sp in spikes})
+        log.info(
+            "stats_merged",
+            window_start_ms=start,
+            events=record["events"],
+            partitions=record["partitions"],
+            final=record["final"],
+            revision=record["revision"],
+            spikes=[sp.label for sp in spikes],
+        )
         done = Countdown(1 + len(spikes), merged.acks)
         await self._deliver("stats", self.topics.stats, str(start).encode(), record, [done.one])
         if not spikes:

@@ -41,8 +41,6 @@ def analytics_env(topics, **extra: str) -> dict[str, str]:
         "SLMSTREAM_TOPICS__SUMMARIES": f"{topics.events}.summaries",
         "SLMSTREAM_TOPICS__STATS": f"{topics.events}.stats",
         "SLMSTREAM_TOPICS__ALERTS": f"{topics.events}.alerts",
-        "SLMSTREAM_TOPICS__ENRICHED_BY_KEY": f"{topics.events}.by-key",
-        "SLMSTREAM_TOPICS__STATS_PARTIALS": f"{topics.events}.partials",
         "SLMSTREAM_SUMMARIES__ENABLED": "true",
         "SLMSTREAM_SUMMARIES__WINDOW_S": str(WINDOW_S),
         "SLMSTREAM_SUMMARIES__GRACE_S": str(GRACE_S),
