@@ -170,6 +170,13 @@ class StatsMerger:
                 out.append(self._merge(st, final=False))
         return out
 
+    def pending_before(self, start_ms: int) -> bool:
+        """An older window with events still waits for partials (spike checks go in window order)."""
+        return any(
+            s.start_ms < start_ms and s.acks and any(d["events"] for d in s.parts.values())
+            for s in self._windows.values()
+        )
+
     def next_due_at(self) -> float | None:
         times = [s.due_at for s in self._windows.values() if s.acks and s.due_at is not None]
         return min(times) if times else None

@@ -208,6 +208,8 @@ class WindowAnalytics:
         self.merger = StatsMerger(settings.topics.partitions, s.stats_wait_s)
         self.owned: dict[int, tuple[float, int]] = {}  # by-key partition → (assigned at, next window start)
         self._held_records: dict[int, set[HeldRecord]] = {}  # by partition: what revoke() must let go
+        self._checking: set[int] = set()  # merged windows whose spike check has not run yet
+        self._progress = asyncio.Event()  # set (and replaced) whenever a merge or a check moves on
         self.spikes = SpikeDetector(
             baseline_windows=a.baseline_windows,
             min_baseline_windows=a.min_baseline_windows,
@@ -286,9 +288,23 @@ class WindowAnalytics:
     def _take_merged(self, ready: list[MergedWindow | list[AckFn]]) -> None:
         for item in ready:
             if isinstance(item, MergedWindow):
+                self._checking.add(item.start_ms)
                 self._spawn(self._emit_stats(item))
             else:
                 self._spawn(self._run_acks(item))
+        if ready:
+            self._progressed()
+
+    def _progressed(self) -> None:
+        """Wake what waits for older windows to be checked (a broadcast: every waiter re-checks)."""
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def _after_older_windows(self, start_ms: int) -> None:
+        """Spikes are checked in window order: wait while an older window with events is still being merged
+        (its partials not all in, at most `stats_wait_s`) or checked, so it is in this window's baseline."""
+        while self.merger.pending_before(start_ms) or any(s < start_ms for s in self._checking):
+            await self._progress.wait()
 
     @staticmethod
     async def _run_acks(acks: list[AckFn]) -> None:
@@ -324,7 +340,9 @@ class WindowAnalytics:
 
     def revoke_partials(self, sources: Sequence[int]) -> int:
         """Stats-partials partitions taken away: forget their partials (the next owner merges them)."""
-        return self.merger.revoke(sources)
+        dropped = self.merger.revoke(sources)
+        self._progressed()
+        return dropped
 
     def restore(self, stats: Sequence[dict[str, Any]]) -> int:
         """Rebuild the merged windows and the spike baseline from records read back from the stats topic."""
@@ -577,26 +595,13 @@ class WindowAnalytics:
         alerts; the partials it was merged from are acked once all of them are stored."""
         record, start = merged.record, merged.start_ms
         spikes: list[Spike] = []
-        if self.alerts_on:
-            # The first window of a stream may have been seen only in part: when its first event came well after
-            # its start, its counts would make every later window look like a spike. Such a window is checked but
-            # kept out of the baseline (with a baseline rebuilt from the stats topic, "first" means of the stream).
-            length_ms = merged.end_ms - start
-            partial = (
-                self.spikes.windows_before(start) == 0
-                and merged.first_ts_ms is not None
-                and merged.first_ts_ms > start + PARTIAL_WINDOW_SHARE * length_ms
-            )
-            found = self.spikes.check(
-                record["labels"],
-                {label: ids[:MAX_SAMPLES] for label, ids in merged.sample_ids.items()},
-                join_baseline=not partial,
-                window=start,
-            )
-            already = self.merger.alerted(start)
-            spikes = [sp for sp in found if sp.label not in already]  # a revision does not alert again
-            self.merger.mark_alerted(start, [sp.label for sp in spikes])
-            record["spikes"] = sorted(already | {sp.label for sp in spikes})
+        try:
+            if self.alerts_on:
+                await self._after_older_windows(start)
+                spikes = self._check_spikes(merged)
+        finally:
+            self._checking.discard(start)
+            self._progressed()
         log.info(
             "stats_merged",
             window_start_ms=start,
@@ -613,6 +618,30 @@ class WindowAnalytics:
         window = Window("", start, merged.end_ms, 0, self.clock(), self.clock(), reason="time", closed_at=self.clock())
         jobs = await asyncio.to_thread(self._alert_jobs, spikes, window, merged.texts, done)
         self._run_jobs(jobs)
+
+    def _check_spikes(self, merged: MergedWindow) -> list[Spike]:
+        """The new spikes of a merged window against the windows before it; records them in its stats record."""
+        record, start = merged.record, merged.start_ms
+        # The first window of a stream may have been seen only in part: when its first event came well after
+        # its start, its counts would make every later window look like a spike. Such a window is checked but
+        # kept out of the baseline (with a baseline rebuilt from the stats topic, "first" means of the stream).
+        length_ms = merged.end_ms - start
+        partial = (
+            self.spikes.windows_before(start) == 0
+            and merged.first_ts_ms is not None
+            and merged.first_ts_ms > start + PARTIAL_WINDOW_SHARE * length_ms
+        )
+        found = self.spikes.check(
+            record["labels"],
+            {label: ids[:MAX_SAMPLES] for label, ids in merged.sample_ids.items()},
+            join_baseline=not partial,
+            window=start,
+        )
+        already = self.merger.alerted(start)
+        spikes = [sp for sp in found if sp.label not in already]  # a revision does not alert again
+        self.merger.mark_alerted(start, [sp.label for sp in spikes])
+        record["spikes"] = sorted(already | {sp.label for sp in spikes})
+        return spikes
 
     def _alert_jobs(
         self, spikes: list[Spike], window: Window, texts_by_label: dict[str, list[str]], done: Countdown

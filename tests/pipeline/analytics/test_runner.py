@@ -519,3 +519,40 @@ def test_every_owned_partition_gets_a_partial_per_window_even_without_records(mo
         assert (stats["events"], stats["final"], stats["partitions"]) == (1, True, 3)
 
     run(main())
+
+
+def test_spikes_are_checked_in_window_order_even_when_windows_complete_out_of_order(monkeypatch) -> None:
+    from pipeline.analytics.merge import empty_partial, partial_record
+    from pipeline.analytics.windows import Window, WindowEvent
+
+    s = settings(monkeypatch, SLMSTREAM_TOPICS__PARTITIONS="2", SLMSTREAM_ALERTS__MIN_COUNT="3")
+
+    def partial(w: int, p: int, n: int, label: str = "billing") -> bytes:
+        start = int((T0 + 10 * w) * 1000)
+        win = Window(str(p), start, start + 10_000, 0, 0.0, 0.0)
+        win.events = [WindowEvent(f"w{w}p{p}e{i}", "t", label, "email", start + 1, 5.0) for i in range(n)]
+        return orjson.dumps(partial_record(win, p, start, start + 10_000))
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        a = WindowAnalytics(s, sink, FakeEmbedder(), None, clock=clock, sleep=clock.sleep)
+        for w in range(3):  # three quiet windows, complete
+            await a.submit_partial(partial(w, 0, 1), lambda: None)
+            await a.submit_partial(partial(w, 1, 1), lambda: None)
+        await a.submit_partial(partial(3, 0, 1), lambda: None)  # window 3 waits for partition 1 ...
+        await a.submit_partial(partial(4, 0, 20, "shipping"), lambda: None)  # ... when the spike window completes
+        await a.submit_partial(
+            orjson.dumps(empty_partial(1, int((T0 + 40) * 1000), int((T0 + 50) * 1000))), lambda: None
+        )
+        await sink.wait_for(s.topics.stats, 3)
+        assert sink.of(s.topics.alerts) == [] and len(sink.of(s.topics.stats)) == 3  # the spike waits for window 3
+        await a.submit_partial(partial(3, 1, 1), lambda: None)
+        await settle(a, sink)
+        (alert,) = sink.of(s.topics.alerts)
+        assert alert["label"] == "shipping" and alert["baseline"]["windows"] == 4
+        assert [r["window"]["start_ms"] for r in sink.of(s.topics.stats)][-2:] == [
+            int((T0 + 30) * 1000),
+            int((T0 + 40) * 1000),
+        ]
+
+    run(main())
