@@ -20,7 +20,7 @@ from pathlib import Path
 import jsonschema
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from pipeline.kafka_client import ensure_topics
@@ -198,27 +198,27 @@ def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(bro
     )
 
 
-async def read_all(bootstrap: str, names: list[str], idle_s: float = 1.5) -> dict[str, list[dict]]:
-    """Every record of the topics so far: read from the start until nothing came for `idle_s`."""
-    consumer = AIOKafkaConsumer(
-        *names,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=40,
-    )
+async def read_all(bootstrap: str, names: list[str], idle_s: float = 1.0) -> dict[str, list[dict]]:
+    """Every record of the topics so far: every partition read up to its end offset, then until nothing came
+    for `idle_s` (tansu reports the start of a partition's last batch as its end: brokers.md)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=40)
     await consumer.start()
     got: dict[str, list[dict]] = {t: [] for t in names}
     try:
+        tps = [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
         last = time.monotonic()
-        while time.monotonic() - last < idle_s:
+        while True:
             batch = await consumer.getmany(timeout_ms=200)
             for tp, records in batch.items():
                 got[tp.topic].extend(orjson.loads(r.value) for r in records)
                 last = time.monotonic()
+            if time.monotonic() - last >= idle_s and all([await consumer.position(tp) >= ends[tp] for tp in tps]):
+                return got
     finally:
         await consumer.stop()
-    return got
 
 
 async def collect_until(bootstrap: str, names: list[str], done, timeout: float = 120.0) -> dict[str, list[dict]]:
