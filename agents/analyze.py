@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from functools import partial
+from typing import Any
 
 import faust
 import structlog
@@ -52,7 +53,7 @@ async def repartition(stream: StreamT, app: faust.App, runtime: Runtime, topic: 
             key, _ = parse_enriched(value, key_spec)
         except BadRecord as exc:  # nothing a window could use: it stays in events.enriched
             log.warning("enriched_record_skipped", reason=str(exc))
-            stream.ack(event)
+            await stream.ack(event)
             continue
         await room.acquire()
         await outbox.send_batch([Outgoing(topic, key.encode(), value)], [partial(stream.ack, event)], then=room.release)
@@ -101,8 +102,10 @@ def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
     app.agent(topics.enriched_by_key, name="analyze")(analyze_by_key)
     app.agent(topics.stats_partials, name="merge_stats")(merge_partials)
 
+    # Faust's signals call receivers as (sender, *args, signal=..., **kwargs): args[0] is the set of partitions.
     @app.on_partitions_revoked.connect
-    async def analytics_revoked(sender: faust.App, revoked: set[TP], **kwargs: object) -> None:
+    async def analytics_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
+        revoked: set[TP] = args[0]
         runtime.assigned_by_key = [p for p in runtime.assigned_by_key if p not in _partitions(revoked, by_key)]
         if runtime.analytics is None:
             return
@@ -111,7 +114,8 @@ def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
         log.info("analytics_revoked", partitions=len(revoked), records_let_go=dropped)
 
     @app.on_partitions_assigned.connect
-    async def analytics_assigned(sender: faust.App, assigned: set[TP], **kwargs: object) -> None:
+    async def analytics_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        assigned: set[TP] = args[0]
         mine = _partitions(assigned, by_key)
         runtime.assigned_by_key = mine
         if runtime.analytics is not None:

@@ -40,7 +40,7 @@ from pipeline.analytics.windows import Window
 AckFn = Callable[[], Any]
 PARTIALS_KEY = b"windows"  # every partial under one key: one partition, one merger
 MAX_SAMPLES_PER_LABEL = 10  # texts per label a partial carries: enough for an alert's prompt
-KEEP_WINDOWS = 1000  # merged windows remembered (for revisions and to drop re-read partials)
+KEEP_WINDOWS = 200  # merged windows remembered (for revisions and to drop re-read partials); older: the stats topic
 
 
 def latency_bucket(ms: float) -> int:
@@ -48,8 +48,8 @@ def latency_bucket(ms: float) -> int:
     if ms < 1000:
         return round(ms)
     if ms < 10_000:
-        return round(ms, -1)
-    return round(ms, -2)
+        return round(ms / 10) * 10
+    return round(ms / 100) * 100
 
 
 def partial_record(window: Window, partition: int, start_ms: int, end_ms: int) -> dict[str, Any]:
@@ -286,6 +286,9 @@ class StatsMerger:
             "spikes": sorted(st.alerted),
         }
         first = [d["first_ts_ms"] for d in parts if d.get("first_ts_ms") is not None]
+        if final:  # the texts were for this window's alerts: a revision keeps the counts (memory stays small)
+            for p in st.parts:
+                st.parts[p] = dict(st.parts[p], samples={})
         return MergedWindow(
             st.start_ms, st.end_ms, record, texts, ids, min(first) if first else None, self._take_acks(st)
         )

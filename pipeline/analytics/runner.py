@@ -545,7 +545,8 @@ class WindowAnalytics:
         if isinstance(task, SummaryTask):
             text = await self._extract([e.text for e in task.window.events], self.s.extractive_k)
         else:
-            text = self._alert_fallback(task.spike, await self._extract(task.texts, 1))
+            example = await self._extract(task.texts, 1) if task.texts else ""
+            text = self._alert_fallback(task.spike, example)
         await self._emit(job, text, "extractive", self.embedder.name)
 
     async def _extract(self, texts: list[str], k: int) -> str:
