@@ -103,7 +103,7 @@ def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
     app.agent(topics.stats_partials, name="merge_stats")(merge_partials)
 
     # Faust's signals call receivers as (sender, *args, signal=..., **kwargs): args[0] is the set of partitions.
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mypy cannot match the union of receiver types
     async def analytics_revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         revoked: set[TP] = args[0]
         runtime.assigned_by_key = [p for p in runtime.assigned_by_key if p not in _partitions(revoked, by_key)]
@@ -113,7 +113,7 @@ def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
         dropped += runtime.analytics.revoke_partials(_partitions(revoked, partials))
         log.info("analytics_revoked", partitions=len(revoked), records_let_go=dropped)
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as above
     async def analytics_assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         assigned: set[TP] = args[0]
         mine = _partitions(assigned, by_key)
