@@ -34,10 +34,11 @@ pytestmark = pytest.mark.e2e
 WINDOW_S = 3
 GRACE_S = 20  # > tansu's ~11 s to replace a SIGKILLed member, plus classifying what it left
 PER_KEY = 3  # events per key per quiet window
-WINDOWS = 10
-KILL_IN = 2  # SIGKILL a worker 1.5 s into this window
-RESTART_IN = 5  # gracefully stop another at the start of this window and start a new one
-SPIKE_IN = 8  # 36 more account_access events, over every key (so every partition)
+# (windows, what happens to the workers in which window, the spiking window). "kill": SIGKILL the oldest
+# worker still running 1.5 s into the window; "restart": stop the oldest gracefully and start a new one;
+# "start": one more worker.
+SHORT = (10, {2: "kill", 5: "restart"}, 8)
+SOAK = (40, {2: "kill", 5: "restart", 12: "start", 15: "kill", 20: "restart", 26: "start", 27: "restart"}, 34)
 SPIKE = 36
 
 
@@ -66,7 +67,13 @@ def keep_highest(records: list[dict], key) -> dict:
     return best
 
 
-def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(broker, topics, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "plan", [pytest.param(SHORT, id="short"), pytest.param(SOAK, id="soak", marks=pytest.mark.soak)]
+)
+def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(
+    broker, topics, tmp_path: Path, plan: tuple[int, dict[int, str], int]
+) -> None:
+    windows, actions, spike_in = plan
     if broker.engine != "tansu":
         pytest.skip("noida-db keeps a group stuck after a SIGKILL until the broker restarts (brokers.md)")
     env = {
@@ -120,7 +127,7 @@ def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(bro
         async def scenario() -> None:
             start = (int(time.time() // WINDOW_S) + 1) * WINDOW_S
             i = 0
-            for w in range(WINDOWS):
+            for w in range(windows):
                 values = []
                 for key in KEYS:
                     for j in range(PER_KEY):
@@ -128,7 +135,7 @@ def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(bro
                         label = label or quiet_labels[(i + j) % len(quiet_labels)]
                         values.append(event(i, key, start + 0.1, texts[label][i % len(texts[label])]))
                         i += 1
-                if w == SPIKE_IN:
+                if w == spike_in:
                     for j in range(SPIKE):
                         values.append(event(i, KEYS[j % len(KEYS)], start + 0.2, texts["account_access"][j]))
                         i += 1
@@ -136,11 +143,14 @@ def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(bro
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await produce(broker.bootstrap, topics.events, values)
-                if w == KILL_IN:
+                action = actions.get(w)
+                running = [x for x in workers if x.proc is not None and x.proc.poll() is None]
+                if action == "kill":
                     await asyncio.sleep(1.4)
-                    workers[1].kill()
-                if w == RESTART_IN:
-                    assert workers[2].stop(30) is not None
+                    running[0].kill()
+                if action == "restart":
+                    assert running[0].stop(30) is not None
+                if action in ("restart", "start"):
                     t = threading.Thread(target=lambda: new_worker().wait_ready(120))
                     t.start()
                     restarted.append(t)
@@ -185,12 +195,12 @@ def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(bro
     alerts = got[alerts_t]
     assert len(alerts) == 1, alerts
     (alert,) = alerts
-    spike_start = sorted(per_window)[SPIKE_IN]
+    spike_start = sorted(per_window)[spike_in]
     assert alert["label"] == "account_access" and alert["window"]["start_ms"] == spike_start
     assert final[spike_start]["spikes"] == ["account_access"]
     # One merger sees every window: the baseline is the windows before the spike (those merged by then; the
     # restart makes several close together), not one worker's share of them.
-    assert alert["baseline"]["windows"] >= SPIKE_IN - 2, alert
+    assert alert["baseline"]["windows"] >= min(spike_in, 10) - 2, alert
     dups = len(summaries) - len(kept), len(stats) - len(final)
     print(
         f"[{broker.engine}] {len(ids)} events, {len(kept)} summaries, {len(final)} stats windows; duplicates "
