@@ -30,7 +30,10 @@ Time: every wait is on the injected `clock`/`sleep` (a generator batch's latest 
 drive it with a fake clock; `close_due()` closes what is due now, and `run()` calls it whenever that changes.
 
 Memory is bounded: `submit` waits while `summaries.max_held` records are held (in open windows or awaiting
-their summary's ack), which stops the agent pulling from Kafka; windows close early at their size bounds.
+their summary's and partial's acks), which stops the agent pulling from Kafka. Keyed windows close early at
+their size bounds; a record stays held until its partition's window closes by time (its partial), so at most
+`max_held` records of one window's time range are taken in before it closes. The merger holds a few partials
+per window (counts and up to 10 texts per label) until the window is merged.
 """
 
 from __future__ import annotations
