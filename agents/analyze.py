@@ -42,8 +42,9 @@ log = structlog.get_logger(__name__)
 REPARTITION_IN_FLIGHT = 4096  # enriched records handed to the producer and not yet acked by the broker
 
 
-async def repartition(stream: StreamT, app: faust.App, runtime: Runtime, topic: str, key_spec: str) -> None:
+async def repartition(stream: StreamT[Any], app: faust.App, runtime: Runtime, topic: str, key_spec: str) -> None:
     """Copy each enriched record to `topic`, keyed by its window key; ack it after the broker's ack."""
+    assert isinstance(stream, faust.Stream)  # what Faust gives an agent; StreamT declares no noack()
     outbox = Outbox(FaustSink(app))
     room = asyncio.Semaphore(REPARTITION_IN_FLIGHT)
     async for event in stream.noack().events():
@@ -60,7 +61,8 @@ async def repartition(stream: StreamT, app: faust.App, runtime: Runtime, topic: 
         outbox.raise_if_failed()
 
 
-async def analyze(stream: StreamT, app: faust.App, runtime: Runtime) -> None:
+async def analyze(stream: StreamT[Any], app: faust.App, runtime: Runtime) -> None:
+    assert isinstance(stream, faust.Stream)
     async for event in stream.noack().events():
         analytics = await runtime.analytics_ready()  # iterate first: Faust subscribes when the stream starts
         # A held record waits for its window to close (up to window_s + grace_s). Faust's graceful stop and
@@ -70,7 +72,8 @@ async def analyze(stream: StreamT, app: faust.App, runtime: Runtime) -> None:
         await analytics.submit(event.value, partial(stream.ack, event), event.message.partition)
 
 
-async def merge_stats(stream: StreamT, app: faust.App, runtime: Runtime) -> None:
+async def merge_stats(stream: StreamT[Any], app: faust.App, runtime: Runtime) -> None:
+    assert isinstance(stream, faust.Stream)
     async for event in stream.noack().events():
         analytics = await runtime.analytics_ready()
         await runtime.stats_restored()
@@ -86,15 +89,15 @@ def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
     key_spec = runtime.settings.summaries.key
     by_key, partials = topics.enriched_by_key.get_topic_name(), topics.stats_partials.get_topic_name()
 
-    async def repartition_enriched(stream: StreamT) -> None:
+    async def repartition_enriched(stream: StreamT[Any]) -> None:
         """events.enriched → events.enriched.by-key (keyed by summaries.key)."""
         await repartition(stream, app, runtime, by_key, key_spec)
 
-    async def analyze_by_key(stream: StreamT) -> None:
+    async def analyze_by_key(stream: StreamT[Any]) -> None:
         """events.enriched.by-key → windows → events.summaries, events.stats.partials."""
         await analyze(stream, app, runtime)
 
-    async def merge_partials(stream: StreamT) -> None:
+    async def merge_partials(stream: StreamT[Any]) -> None:
         """events.stats.partials → events.stats, events.alerts."""
         await merge_stats(stream, app, runtime)
 

@@ -7,6 +7,7 @@ the record it produced (enriched, DLQ or deferred). A crash replays what was in 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import faust
 from faust import StreamT
@@ -20,11 +21,12 @@ from pipeline.output.records import origin_of_deferred
 from pipeline.runtime import Runtime
 
 
-async def consume(stream: StreamT, runtime: Runtime, topic: faust.TopicT, *, deferred: bool) -> None:
+async def consume(stream: StreamT[Any], runtime: Runtime, topic: faust.TopicT, *, deferred: bool) -> None:
     """Validate each message of `stream` and hand it to the scheduler (bad input: to the DLQ)."""
     scheduler: BatchScheduler | None = None
     topic_in = metrics.EVENTS_IN.labels(topic.get_topic_name())
     input_settings = runtime.settings.input
+    assert isinstance(stream, faust.Stream)  # what Faust gives an agent; StreamT declares no noack()
     async for event in stream.noack().events():
         if scheduler is None:  # iterate first: Faust subscribes to the topic when the stream starts
             scheduler = await runtime.ready()
@@ -44,11 +46,11 @@ async def consume(stream: StreamT, runtime: Runtime, topic: faust.TopicT, *, def
 
 
 def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
-    async def classify(stream: StreamT) -> None:
+    async def classify(stream: StreamT[Any]) -> None:
         """events → validated → batched → classified → events.enriched (bad input → events.dlq)."""
         await consume(stream, runtime, topics.events, deferred=False)
 
-    async def classify_deferred(stream: StreamT) -> None:
+    async def classify_deferred(stream: StreamT[Any]) -> None:
         """events.deferred → classified when the model has idle time → events.enriched."""
         await consume(stream, runtime, topics.deferred, deferred=True)
 

