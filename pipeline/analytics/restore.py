@@ -24,7 +24,9 @@ def records_per_partition(settings: Settings) -> int:
     return max(settings.alerts.baseline_windows, windows_waiting) * 2 + 10
 
 
-async def read_stats_tail(settings: Settings, topic: str, per_partition: int, timeout_s: float = 30.0) -> list[dict]:
+async def read_stats_tail(
+    settings: Settings, topic: str, per_partition: int, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
     """The last `per_partition` records of each partition of `topic` (JSON objects; anything else skipped)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers(settings.broker),
@@ -37,7 +39,7 @@ async def read_stats_tail(settings: Settings, topic: str, per_partition: int, ti
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         if not parts:
-            await consumer.force_metadata_update()  # type: ignore[no-untyped-call]
+            await consumer.force_metadata_update()
             parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
