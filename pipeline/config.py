@@ -73,10 +73,14 @@ class TopicsSettings(_Section):
     replicas: int = Field(1, ge=1)
     events: str = "events"
     enriched: str = "events.enriched"
+    # Enriched records again, keyed by their window key (summaries.key): each key's windows in one worker.
+    enriched_by_key: str = "events.enriched.by-key"
     dlq: str = "events.dlq"
     deferred: str = "events.deferred"
     summaries: str = "events.summaries"
     stats: str = "events.stats"
+    # Per-partition partial counts of each window, all under one key: one worker merges every window.
+    stats_partials: str = "events.stats.partials"
     alerts: str = "events.alerts"
 
 
@@ -169,6 +173,9 @@ class SummariesSettings(_Section):
     max_batch: int = Field(8, ge=1, le=256, description="prompts per generator call")
     extractive_k: int = Field(2, ge=1, le=20, description="texts in an extractive summary")
     extractive_max_texts: int = Field(64, ge=1, le=4096, description="texts encoded per extractive summary")
+    stats_wait_s: float = Field(
+        60.0, gt=0, le=86400, description="a window's stats wait this long after its close for every partition's part"
+    )
 
     @field_validator("key")
     @classmethod

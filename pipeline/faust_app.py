@@ -110,12 +110,15 @@ def create_app(settings: Settings) -> SlmApp:
 @dataclass(frozen=True, slots=True)
 class WorkerTopics:
     """The worker's topics, all raw bytes in and out (we validate ourselves, so a malformed message can never
-    crash a codec). The analytics ones are declared at start only when summaries or alerts are on."""
+    crash a codec). The analytics ones are declared at start only when summaries or alerts are on: the two
+    internal hops (`enriched_by_key`, `stats_partials`) and the three outputs."""
 
     events: faust.TopicT
     enriched: faust.TopicT
     dlq: faust.TopicT
     deferred: faust.TopicT
+    enriched_by_key: faust.TopicT
+    stats_partials: faust.TopicT
     summaries: faust.TopicT
     stats: faust.TopicT
     alerts: faust.TopicT
@@ -126,7 +129,7 @@ class WorkerTopics:
 
     @property
     def analytics(self) -> tuple[faust.TopicT, ...]:
-        return (self.summaries, self.stats, self.alerts)
+        return (self.enriched_by_key, self.stats_partials, self.summaries, self.stats, self.alerts)
 
 
 def worker_topics(app: SlmApp) -> WorkerTopics:
@@ -147,6 +150,8 @@ def worker_topics(app: SlmApp) -> WorkerTopics:
         enriched=raw(t.enriched),
         dlq=raw(t.dlq),
         deferred=raw(t.deferred),
+        enriched_by_key=raw(t.enriched_by_key),
+        stats_partials=raw(t.stats_partials),
         summaries=raw(t.summaries),
         stats=raw(t.stats),
         alerts=raw(t.alerts),

@@ -30,6 +30,7 @@ import structlog
 
 from pipeline import metrics
 from pipeline.analytics.embedder import ClassifierEmbedder
+from pipeline.analytics.restore import read_stats_tail, records_per_partition
 from pipeline.analytics.runner import WindowAnalytics
 from pipeline.batching.scheduler import BatchScheduler
 from pipeline.config import Settings
@@ -123,6 +124,9 @@ class Runtime(mode.Service):
         self.analytics: WindowAnalytics | None = None  # summaries/stats/alerts, when enabled
         self._ready: asyncio.Event | None = None
         self._closers: list[Callable[[], Any]] = []  # model threads and connections, closed at shutdown
+        self.assigned_by_key: list[int] = []  # partitions of events.enriched.by-key this worker owns now
+        self.assigned_partials: list[int] = []  # partitions of events.stats.partials (the merger's) it owns now
+        self._stats_restore: asyncio.Future[None] | None = None
 
     @property
     def analytics_on(self) -> bool:
@@ -167,6 +171,8 @@ class Runtime(mode.Service):
             except ModelError as exc:
                 await self._cannot_start(exc)
                 return
+            self.analytics.assign(self.assigned_by_key)  # assigned before the analytics were ready
+            self.partials_assigned(self.assigned_partials)
         self.scheduler = scheduler
         self._ready_event().set()
         log.info(
@@ -214,6 +220,28 @@ class Runtime(mode.Service):
             for n in sizes:
                 _, seconds = await worker.classify([WARMUP_TEXT] * n)
                 scheduler.service_time.observe(n, seconds)
+
+    # ---- the merger's state, from Kafka ----------------------------------------------------------------------
+    def partials_assigned(self, partitions: Sequence[int]) -> None:
+        """This worker owns (again) a partition of events.stats.partials: before it merges a partial, read back
+        the latest stats records, whoever wrote them (the windows already merged, the spike baseline)."""
+        self.assigned_partials = list(partitions)
+        if partitions and self.analytics is not None:
+            self._stats_restore = asyncio.ensure_future(self._restore_stats(self.analytics))
+
+    async def _restore_stats(self, analytics: WindowAnalytics) -> None:
+        settings = self.settings
+        try:
+            stats = await read_stats_tail(settings, settings.topics.stats, records_per_partition(settings))
+        except Exception as exc:  # the merger goes on with what it knows: revisions may repeat, baselines start anew
+            log.warning("stats_restore_failed", error=repr(exc))
+            return
+        log.info("stats_restored", windows=analytics.restore(stats))
+
+    async def stats_restored(self) -> None:
+        """Wait for the latest read-back of the stats topic (the merge agent, before each partial)."""
+        while self._stats_restore is not None and not self._stats_restore.done():
+            await asyncio.shield(self._stats_restore)
 
     # ---- stop ---------------------------------------------------------------------------------------------
     async def on_stop(self) -> None:

@@ -88,6 +88,8 @@ class SummaryRecord(TypedDict):
     latency_ms: float  # from the window's close to the record
     budget_met: bool
     sample_ids: list[str]
+    revision: int  # events covered: of several records of one key/window/part keep the highest (final, revision)
+    final: bool
 
 
 class Baseline(TypedDict):
@@ -117,3 +119,8 @@ class StatsRecord(TypedDict):
     labels: dict[str, int]
     sources: dict[str, int]
     latency_ms: dict[str, float | None]
+    partitions: int  # of events.enriched.by-key covered
+    by_partition: dict[str, int]
+    final: bool  # every partition covered; readers keep the highest (final, revision) per window
+    revision: int
+    spikes: list[str]  # labels alerted in this window

@@ -1,15 +1,27 @@
-"""The loop around the windows: enriched records in; summaries, stats and alerts out; acks after the broker's.
+"""The loop around the windows: by-key records in; summaries, partials, stats and alerts out; acks after the
+broker's.
 
-    agent ─submit()→ per-key windows ─close→ SummaryPlanner ─┬→ generator thread (abstractive, batched)
-                   └→ global windows ─close→ stats, spikes   └→ classifier's encoder (extractive)
-                                                              → outbox ─broker ack→ ack the window's records
+    by-key agent ─submit()→ per-key windows ─close→ SummaryPlanner ─┬→ generator thread (abstractive, batched)
+                          └→ per-partition windows ─close→ partial  └→ classifier's encoder (extractive)
+                                                    → events.stats.partials   → outbox ─broker ack→ acks
+    partials agent ─submit_partial()→ StatsMerger (merge.py) ─complete→ stats record, spikes → alerts
 
-Crash safety without Faust tables: an enriched record is acked only after the summary of the window holding it
-has been acked by the broker (with summaries off: after its global window's stats record). Faust commits the
-contiguous acked prefix, so after a crash every record of every window not yet summarized is read again, the
-windows are rebuilt and their summaries emitted (duplicates possible, loss not). Stats and alert baselines are
-process-local: rebuilt from the records read again, not restored. Records leave through the outbox
+Several workers: records reach `submit` from `events.enriched.by-key`, keyed by the window key, so every key's
+windows are whole in the one worker that owns the key's partition; the per-partition partials of a window all
+go to one partition of `events.stats.partials` (all under one key), whose owner merges them into each
+window's one stats record and runs spike detection on the merged counts (README "Scale-out").
+
+Crash safety without Faust tables: a by-key record is acked only after the summary of its key's window and
+its partition's partial of that window have both been acked by the broker; a partial is acked only after the
+merged stats record (and its alerts) are. Faust commits the contiguous acked prefix, so after a crash every
+record of every window not yet done is read again, the windows are rebuilt and their records emitted again
+(duplicates possible, loss not: each record says its `revision`, readers keep the highest). The spike
+baselines are rebuilt from the stats topic at start (`restore`). Records leave through the outbox
 (pipeline/output/outbox.py: retries, ack after the broker's, a record that can never be sent stops `run()`).
+
+Rebalances: `revoke()` drops the open windows of by-key partitions taken away (not acked, their next owner reads
+them again) and `assign()` records when a partition became ours: from then on, every window close emits a
+partial for it, an empty one if it had no record, so the merger knows when a window is complete.
 
 Shutdown: `drain()` finishes the windows already closed (their summaries, stats and alerts stored and their
 records acked); windows still open are left unacked, so whoever reads the partition next rebuilds them.
@@ -18,7 +30,10 @@ Time: every wait is on the injected `clock`/`sleep` (a generator batch's latest 
 drive it with a fake clock; `close_due()` closes what is due now, and `run()` calls it whenever that changes.
 
 Memory is bounded: `submit` waits while `summaries.max_held` records are held (in open windows or awaiting
-their summary's ack), which stops the agent pulling from Kafka; windows close early at their size bounds.
+their summary's and partial's acks), which stops the agent pulling from Kafka. Keyed windows close early at
+their size bounds; a record stays held until its partition's window closes by time (its partial), so at most
+`max_held` records of one window's time range are taken in before it closes. The merger holds a few partials
+per window (counts and up to 10 texts per label) until the window is merged.
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -36,8 +51,9 @@ import structlog
 
 from pipeline.analytics.alerts import Spike, SpikeDetector
 from pipeline.analytics.extractive import extractive_summary, sample_evenly
+from pipeline.analytics.merge import PARTIALS_KEY, MergedWindow, StatsMerger, empty_partial, partial_record
 from pipeline.analytics.records import alert_record, summary_record
-from pipeline.analytics.stats import label_counts, stats_record
+from pipeline.analytics.stats import label_counts
 from pipeline.analytics.summarizer import (
     GenerationTime,
     Job,
@@ -70,6 +86,45 @@ class AlertTask:
     spike: Spike
     window: Window
     texts: list[str]  # of the spiking label, for the explanation
+    done: Countdown | None = None  # acks the window's partials once every alert and the stats are stored
+
+
+@dataclass(slots=True)
+class Countdown:
+    """Runs `acks` once `one()` has been called `n` times (each output they depend on is stored)."""
+
+    n: int
+    acks: list[AckFn] = field(default_factory=list)
+
+    async def one(self) -> None:
+        self.n -= 1
+        if self.n == 0:
+            for ack in self.acks:
+                await run_ack(ack)
+
+
+class HeldRecord:
+    """One by-key record held in its windows: acked once each window it is in has its output stored
+    (its key's summary, its partition's partial), unless its partition was revoked meanwhile."""
+
+    __slots__ = ("ack", "waiting", "release", "dropped")
+
+    def __init__(self, ack: AckFn, waiting: int, release: Callable[[HeldRecord], None]) -> None:
+        self.ack, self.waiting, self.release, self.dropped = ack, waiting, release, False
+
+    async def one_done(self) -> None:
+        if self.dropped or self.waiting <= 0:
+            return
+        self.waiting -= 1
+        if self.waiting == 0:
+            await run_ack(self.ack)
+            self.release(self)
+
+    def drop(self) -> None:
+        """The partition went to another worker: never ack (it reads the record again), free the room now."""
+        if not self.dropped and self.waiting > 0:
+            self.dropped = True
+            self.release(self)
 
 
 class BadRecord(ValueError):
@@ -134,9 +189,15 @@ class WindowAnalytics:
             max_open_windows=s.max_open_windows,
             max_open_events=s.max_held // 2,
         )
-        self.global_windows = TumblingWindows(
+        # Keyed by partition: each by-key partition's records of a window, for its partial counts.
+        self.partition_windows = TumblingWindows(
             s.window_s, s.grace_s, max_events_per_window=s.max_held + 1, max_open_events=s.max_held + 1
         )
+        self.merger = StatsMerger(settings.topics.partitions, s.stats_wait_s)
+        self.owned: dict[int, tuple[float, int]] = {}  # by-key partition → (assigned at, next window start)
+        self._held_records: dict[int, set[HeldRecord]] = {}  # by partition: what revoke() must let go
+        self._checking: set[int] = set()  # merged windows whose spike check has not run yet
+        self._progress = asyncio.Event()  # set (and replaced) whenever a merge or a check moves on
         self.spikes = SpikeDetector(
             baseline_windows=a.baseline_windows,
             min_baseline_windows=a.min_baseline_windows,
@@ -155,47 +216,129 @@ class WindowAnalytics:
         self.held = 0
         self._room = asyncio.Semaphore(s.max_held)
         self._wake = asyncio.Event()
-        self._first_global = True
         self._queued_s = 0.0  # estimated generator seconds of the batches planned and not yet finished
         self._gen_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.emitted = {"summaries": 0, "abstractive": 0, "extractive": 0, "stats": 0, "alerts": 0, "bad": 0}
 
     # ---- intake -----------------------------------------------------------------------------------------
-    async def submit(self, value: bytes | dict[str, Any], ack: AckFn) -> None:
-        """Hold one enriched record in its windows; waits while `max_held` records are held."""
+    async def submit(self, value: bytes | dict[str, Any], ack: AckFn, partition: int = 0) -> None:
+        """Hold one by-key record (read from `partition`) in its windows; waits while `max_held` are held.
+        A record of a partition not (or no longer) ours is left alone: its owner reads it."""
+        if partition not in self.owned:
+            return
         try:
             key, event = parse_enriched(value, self.s.key)
         except BadRecord as exc:
-            # Nothing to summarize; the record stays in events.enriched. Ack it so it cannot block commits.
+            # Nothing to summarize; the record stays in the topic. Ack it so it cannot block commits.
             self.emitted["bad"] += 1
             log.warning("enriched_record_skipped", reason=str(exc))
             await run_ack(ack)
             return
         await self._room.acquire()
+        if partition not in self.owned:  # revoked while this waited for room
+            self._room.release()
+            return
         self._hold(+1)
-        event.ack = self._releasing(ack)
+        held = HeldRecord(ack, 2 if self.summaries_on else 1, self._release)
+        self._held_records.setdefault(partition, set()).add(held)
+        event.ack, event.partition = held.one_done, partition
         now = self.clock()
         closed_keyed: list[Window] = []
         if self.summaries_on:
             closed_keyed = self.keyed.add(key, event, now)
-            event_for_stats = replace(event, ack=None, extra_acks=[])  # the keyed window owns the ack
-        else:
-            event_for_stats = event
-        closed_global = self.global_windows.add("", event_for_stats, now)
+        closed_parts = self.partition_windows.add(str(partition), replace(event, extra_acks=[]), now)
         if closed_keyed:
             self._spawn(self._summarize(closed_keyed))
-        for w in closed_global:
-            self._spawn(self._close_global(w))
+        for w in closed_parts:
+            self._spawn(self._send_partial(w))
         self._wake.set()
 
-    def _releasing(self, ack: AckFn) -> Callable[[], Awaitable[None]]:
-        async def done() -> None:
-            await run_ack(ack)
-            self._hold(-1)
-            self._room.release()
+    def _release(self, held: HeldRecord) -> None:
+        for records in self._held_records.values():
+            records.discard(held)
+        self._hold(-1)
+        self._room.release()
 
-        return done
+    async def submit_partial(self, value: bytes, ack: AckFn, source: int = 0) -> None:
+        """Take one partial (read from stats-partials partition `source`) for the merge of its window."""
+        try:
+            doc = orjson.loads(value)
+            ready = self.merger.add(doc, ack, source, self.clock())
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            self.emitted["bad"] += 1
+            log.warning("stats_partial_skipped", reason=repr(exc))
+            await run_ack(ack)
+            return
+        self._take_merged(ready)
+        self._wake.set()
+
+    def _take_merged(self, ready: list[MergedWindow | list[AckFn]]) -> None:
+        for item in ready:
+            if isinstance(item, MergedWindow):
+                self._checking.add(item.start_ms)
+                self._spawn(self._emit_stats(item))
+            else:
+                self._spawn(self._run_acks(item))
+        if ready:
+            self._progressed()
+
+    def _progressed(self) -> None:
+        """Wake what waits for older windows to be checked (a broadcast: every waiter re-checks)."""
+        self._progress.set()
+        self._progress = asyncio.Event()
+
+    async def _after_older_windows(self, start_ms: int) -> None:
+        """Spikes are checked in window order: wait while an older window with events is still being merged
+        (its partials not all in, at most `stats_wait_s`) or checked, so it is in this window's baseline."""
+        while self.merger.pending_before(start_ms) or any(s < start_ms for s in self._checking):
+            await self._progress.wait()
+
+    @staticmethod
+    async def _run_acks(acks: list[AckFn]) -> None:
+        for ack in acks:
+            await run_ack(ack)
+
+    # ---- rebalances -------------------------------------------------------------------------------------
+    def assign(self, partitions: Sequence[int]) -> None:
+        """By-key partitions now ours: each window close emits a partial for each (an empty one when it had no
+        record), from the oldest window the merger may still wait for on: the previous owner may have lost the
+        partition (or died) before that window's close, and a partial that adds nothing is dropped there."""
+        now = self.clock()
+        lookback_s = self.s.grace_s + self.s.window_s + self.s.stats_wait_s
+        first = self.partition_windows.start_of(int((now - lookback_s) * 1000))
+        for p in partitions:
+            self.owned.setdefault(p, (now, first))
+        self._wake.set()
+
+    def revoke(self, partitions: Sequence[int]) -> int:
+        """By-key partitions taken away: drop their open windows and let their records go unacked (the next
+        owner reads them again). Returns how many records were let go."""
+        gone = set(partitions)
+        for p in gone:
+            self.owned.pop(p, None)
+        self.keyed.drop(lambda w: not w.events or w.events[0].partition not in gone)
+        self.partition_windows.drop(lambda w: int(w.key) not in gone)
+        dropped = 0
+        for p in gone:
+            for held in list(self._held_records.pop(p, ())):
+                held.drop()
+                dropped += 1
+        return dropped
+
+    def revoke_partials(self, sources: Sequence[int]) -> int:
+        """Stats-partials partitions taken away: forget their partials (the next owner merges them)."""
+        dropped = self.merger.revoke(sources)
+        self._progressed()
+        return dropped
+
+    def restore(self, stats: Sequence[dict[str, Any]]) -> int:
+        """Rebuild the merged windows and the spike baseline from records read back from the stats topic."""
+        kept = self.merger.restore(stats)
+        for r in kept:
+            if r.get("final", True) and isinstance(r.get("labels"), dict):
+                self.spikes.remember(int(r["window"]["start_ms"]), r["labels"])
+        return len(kept)
 
     def _hold(self, n: int) -> None:
         self.held += n
@@ -210,20 +353,61 @@ class WindowAnalytics:
             self.outbox.raise_if_failed()
             self.close_due()
             now = self.clock()
-            due = [t for t in (self.keyed.next_close_at(), self.global_windows.next_close_at()) if t is not None]
+            due = [
+                t
+                for t in (
+                    self.keyed.next_close_at(),
+                    self.partition_windows.next_close_at(),
+                    self.merger.next_due_at(),
+                    self._next_empty_at(),
+                )
+                if t is not None
+            ]
             timeout = min(max(min(due) - now, 0.01), 1.0) if due else 1.0
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     def close_due(self) -> None:
-        """Close the windows due at `clock()` and start their summaries, stats and alerts."""
+        """Close the windows due at `clock()` and start their summaries, partials, merged stats and alerts."""
         now = self.clock()
         closed = self.keyed.due(now) if self.summaries_on else []
         if closed:
             self._spawn(self._summarize(closed))
-        for w in self.global_windows.due(now):
-            self._spawn(self._close_global(w))
+        for w in self.partition_windows.due(now):
+            self._spawn(self._send_partial(w))
+        self._empty_partials(now)
+        self._take_merged(self.merger.due(now))
+
+    def _empty_close_at(self, assigned_at: float, start_ms: int) -> float:
+        # As for a window rebuilt after a restart: not before `grace_s` after the partition became ours, so
+        # records read again after a rebalance are in before the partition's partial is decided to be empty.
+        return max((start_ms + self.partition_windows.window_ms) / 1000.0, assigned_at) + self.s.grace_s
+
+    def _next_empty_at(self) -> float | None:
+        times = [self._empty_close_at(a, start) for a, start in self.owned.values()]
+        return min(times) if times else None
+
+    def _empty_partials(self, now: float) -> None:
+        """An empty partial for each owned partition and closed window it had no record in."""
+        ms = self.partition_windows.window_ms
+        for p, (assigned_at, start) in list(self.owned.items()):
+            while self._empty_close_at(assigned_at, start) <= now:
+                if not self.partition_windows.has(str(p), start):
+                    self._spawn(self._deliver_partial(empty_partial(p, start, start + ms), []))
+                start += ms
+            self.owned[p] = (assigned_at, start)
+
+    async def _send_partial(self, window: Window) -> None:
+        partition = int(window.key)
+        start = self.partition_windows.start_of(window.start_ms)
+        doc = partial_record(window, partition, start, start + self.partition_windows.window_ms)
+        acks: list[AckFn] = [a for e in window.events for a in e.acks()]
+        await self._deliver_partial(doc, acks)
+
+    async def _deliver_partial(self, doc: dict[str, Any], acks: list[AckFn]) -> None:
+        out = Outgoing(self.topics.stats_partials, PARTIALS_KEY, orjson.dumps(doc))
+        await self.outbox.deliver([out], [lambda: self._run_acks(acks)])
 
     async def drain(self) -> None:
         """Finish the windows already closed: wait for every summary/stats/alert task they started (and any
@@ -349,7 +533,8 @@ class WindowAnalytics:
         if isinstance(task, SummaryTask):
             text = await self._extract([e.text for e in task.window.events], self.s.extractive_k)
         else:
-            text = self._alert_fallback(task.spike, await self._extract(task.texts, 1))
+            example = await self._extract(task.texts, 1) if task.texts else ""
+            text = self._alert_fallback(task.spike, example)
         await self._emit(job, text, "extractive", self.embedder.name)
 
     async def _extract(self, texts: list[str], k: int) -> str:
@@ -386,55 +571,81 @@ class WindowAnalytics:
                     sample_ids=[e.id for e in w.events[:MAX_SAMPLES]],
                 )
             )
-            await self._deliver("summary", self.topics.summaries, w.key.encode(), record, ack=w, closed_at=closed_at)
+            acks = [a for e in w.events for a in e.acks()]
+            await self._deliver("summary", self.topics.summaries, w.key.encode(), record, acks, closed_at=closed_at)
         else:
             alert = dict(alert_record(task.spike, task.window, text, method=method, model=model))
-            await self._deliver("alert", self.topics.alerts, task.spike.label.encode(), alert)
-
-    async def _ack_window(self, window: Window) -> None:
-        for event in window.events:
-            for ack in event.acks():
-                await run_ack(ack)
+            done = [task.done.one] if task.done is not None else []
+            await self._deliver("alert", self.topics.alerts, task.spike.label.encode(), alert, done)
 
     # ---- stats and alerts -------------------------------------------------------------------------------
-    async def _close_global(self, window: Window) -> None:
-        record = dict(stats_record(window))
-        await self._deliver("stats", self.topics.stats, None, record, ack=None if self.summaries_on else window)
-        if not self.alerts_on:
-            return
-        by_label: dict[str, list[WindowEvent]] = {}
-        for e in window.events:
-            by_label.setdefault(e.label, []).append(e)
-        # The first window of this process may have been seen only in part: when its first event came well after
-        # its start (the stream, or this worker, started mid-window), its counts are partial and would make every
-        # later window look like a spike. Such a window is checked but kept out of the baseline.
-        first_ts_s = min(e.ts_ms for e in window.events) / 1000.0
-        partial = self._first_global and first_ts_s > window.start_ms / 1000.0 + PARTIAL_WINDOW_SHARE * (
-            (window.end_ms - window.start_ms) / 1000.0
+    async def _emit_stats(self, merged: MergedWindow) -> None:
+        """One merged window: spikes on its counts (against the windows before it), its stats record, its
+        alerts; the partials it was merged from are acked once all of them are stored."""
+        record, start = merged.record, merged.start_ms
+        spikes: list[Spike] = []
+        try:
+            if self.alerts_on:
+                await self._after_older_windows(start)
+                spikes = self._check_spikes(merged)
+        finally:
+            self._checking.discard(start)
+            self._progressed()
+        log.info(
+            "stats_merged",
+            window_start_ms=start,
+            events=record["events"],
+            partitions=record["partitions"],
+            final=record["final"],
+            revision=record["revision"],
+            spikes=[sp.label for sp in spikes],
         )
-        self._first_global = False
-        spikes = self.spikes.check(
-            record["labels"],
-            {label: [e.id for e in evs[:MAX_SAMPLES]] for label, evs in by_label.items()},
-            join_baseline=not partial,
-        )
+        done = Countdown(1 + len(spikes), merged.acks)
+        await self._deliver("stats", self.topics.stats, str(start).encode(), record, [done.one])
         if not spikes:
             return
-        jobs = await asyncio.to_thread(self._alert_jobs, spikes, window, by_label)
+        window = Window("", start, merged.end_ms, 0, self.clock(), self.clock(), reason="time", closed_at=self.clock())
+        jobs = await asyncio.to_thread(self._alert_jobs, spikes, window, merged.texts, done)
         self._run_jobs(jobs)
 
-    def _alert_jobs(self, spikes: list[Spike], window: Window, by_label: dict[str, list[WindowEvent]]) -> list[Job]:
+    def _check_spikes(self, merged: MergedWindow) -> list[Spike]:
+        """The new spikes of a merged window against the windows before it; records them in its stats record."""
+        record, start = merged.record, merged.start_ms
+        # The first window of a stream may have been seen only in part: when its first event came well after
+        # its start, its counts would make every later window look like a spike. Such a window is checked but
+        # kept out of the baseline (with a baseline rebuilt from the stats topic, "first" means of the stream).
+        length_ms = merged.end_ms - start
+        partial = (
+            self.spikes.windows_before(start) == 0
+            and merged.first_ts_ms is not None
+            and merged.first_ts_ms > start + PARTIAL_WINDOW_SHARE * length_ms
+        )
+        found = self.spikes.check(
+            record["labels"],
+            {label: ids[:MAX_SAMPLES] for label, ids in merged.sample_ids.items()},
+            join_baseline=not partial,
+            window=start,
+        )
+        already = self.merger.alerted(start)
+        spikes = [sp for sp in found if sp.label not in already]  # a revision does not alert again
+        self.merger.mark_alerted(start, [sp.label for sp in spikes])
+        record["spikes"] = sorted(already | {sp.label for sp in spikes})
+        return spikes
+
+    def _alert_jobs(
+        self, spikes: list[Spike], window: Window, texts_by_label: dict[str, list[str]], done: Countdown
+    ) -> list[Job]:
         closed_at = window.closed_at if window.closed_at is not None else self.clock()
         jobs = []
         for spike in spikes:
-            texts = [e.text for e in by_label.get(spike.label, [])]
+            texts = texts_by_label.get(spike.label, [])
             prompt, tokens = "", 0
             if self.generator is not None:
                 prompt = alert_prompt(spike.label, prompt_texts(texts, self.s.prompt_events, sample_evenly))
                 tokens = self._count_tokens(prompt)
             # An explanation is one sentence whatever the window size: min_events does not apply.
             events = max(spike.count, self.s.min_events_abstractive)
-            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, AlertTask(spike, window, texts)))
+            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, AlertTask(spike, window, texts, done)))
         return jobs
 
     # ---- delivery -----------------------------------------------------------------------------------------
@@ -444,14 +655,14 @@ class WindowAnalytics:
         topic: str,
         key: bytes | None,
         record: dict[str, Any],
+        acks: Sequence[AckFn] = (),
         *,
-        ack: Window | None = None,
         closed_at: float | None = None,
     ) -> None:
-        """Write one record through the outbox and wait until the broker holds it; then ack the records of
-        `ack` (the window it summarizes) and tell the observers."""
+        """Write one record through the outbox and wait until the broker holds it; then run `acks` (of what it
+        depends on) and tell the observers."""
         out = Outgoing(topic, key, orjson.dumps(record))
-        then_ack = [] if ack is None else [lambda: self._ack_window(ack)]
+        then_ack = [lambda: self._run_acks(list(acks))] if acks else []
 
         def delivered() -> None:
             now = self.clock()

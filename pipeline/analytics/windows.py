@@ -38,6 +38,7 @@ class WindowEvent:
     source: str
     ts_ms: int
     latency_ms: float | None = None
+    partition: int = 0  # of the topic it was read from (events.enriched.by-key): whose windows it is in
     ack: Callable[[], Any] | None = None  # acks the enriched record once the window's output is acked
     # Acks of re-deliveries of the same record (same id) into the same window: acked with it, counted once.
     extra_acks: list[Callable[[], Any]] = field(default_factory=list)
@@ -153,10 +154,27 @@ class TumblingWindows:
         while self._due and self._due[0][0] <= now:
             _, _, wid, part = heapq.heappop(self._due)
             window = self._open.get(wid)
-            if window is not None and window.part == part:
+            if window is not None and window.part == part and window.close_at <= now:
                 out.append(self._close(window, "time", now))
         self._forget(now)
         return out
+
+    def has(self, key: str, start_ms: int) -> bool:
+        """A window of `key` at `start_ms` is open, or was closed by time and is still remembered."""
+        return (key, start_ms) in self._open or (key, start_ms) in self._closed
+
+    def drop(self, keep: Callable[[Window], bool]) -> list[Window]:
+        """Remove the open windows `keep` says no to, without closing them (their partition went to another
+        worker, which reads their records again), and forget every closed window: records read again after
+        a rebalance rebuild their own windows instead of counting as late."""
+        gone = [w for w in self._open.values() if not keep(w)]
+        for w in gone:
+            del self._open[(w.key, w.start_ms)]
+            self.open_events -= len(w.events)
+        self._closed.clear()
+        self._closed_order.clear()
+        self._next_part.clear()
+        return gone
 
     def next_close_at(self) -> float | None:
         self._drop_stale_heads()

@@ -63,8 +63,11 @@ def render_alert(doc: dict[str, Any]) -> str:
 def render_stats(doc: dict[str, Any]) -> str:
     lat = doc["latency_ms"]
     p95 = f", p95 {lat['p95']:.0f} ms" if lat.get("p95") is not None else ""
+    revision = doc.get("revision", 1)
+    status = "" if doc.get("final", True) else f" [yellow]not final ({doc.get('partitions', '?')} partitions)[/]"
+    status += f" [dim]revision {revision}[/]" if revision > 1 else ""
     return (
-        f"[dim]stats[/] {_window(doc['window'])} {doc['events']:>5} ev{p95}  "
+        f"[dim]stats[/] {_window(doc['window'])} {doc['events']:>5} ev{p95}{status}  "
         f"labels: {escape(_labels(doc['labels'], 4))}  sources: {escape(_labels(doc['sources'], 3))}"
     )
 

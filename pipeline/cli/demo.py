@@ -1,4 +1,8 @@
-"""`slmstream demo`: broker + worker + sample events, results live, a summary, and nothing left running."""
+"""`slmstream demo`: broker + worker(s) + sample events, results live, a summary, and nothing left running.
+
+With `--workers N` the N workers share the topics' partitions (one consumer group); the summary table is the
+same as with one: each event is counted once (by id), and of a window's summaries the highest revision is kept.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from pipeline.analytics.records import KeepHighest, record_identity
 from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.cli.analytics_render import render_analytics, render_analytics_line
 from pipeline.cli.common import fail, settings_or_exit
@@ -52,7 +57,8 @@ def demo(
     rate: Annotated[float, typer.Option(help="Events per second to produce (0: as fast as possible).")] = 100.0,
     engine: Annotated[str, typer.Option(help="Embedded broker: tansu or noida.")] = "tansu",
     port: Annotated[int, typer.Option(help="Broker port on 127.0.0.1.")] = 9092,
-    web_port: Annotated[int, typer.Option(help="Worker web port (metrics).")] = 6066,
+    web_port: Annotated[int, typer.Option(help="Worker web port (metrics); worker i uses web_port + i.")] = 6066,
+    workers: Annotated[int, typer.Option(min=1, max=16, help="Worker processes in one consumer group.")] = 1,
     run_dir: Annotated[Path, typer.Option(help="Logs and state.")] = Path(".run/demo"),
     timeout: Annotated[float, typer.Option(help="Give up waiting for results after this many seconds.")] = 120.0,
     analytics: Annotated[bool, typer.Option(help="Window summaries, stats and spike alerts.")] = True,
@@ -62,12 +68,12 @@ def demo(
         typer.Option(exists=True, dir_okay=False, help="Events sent in one burst: a planted spike [default: shipped]."),
     ] = None,
 ) -> None:
-    """Start a broker and a worker, produce the sample events, show results live, then a summary."""
+    """Start a broker and worker(s), produce the sample events, show results live, then a summary."""
     settings = settings_or_exit()
     broker = EmbeddedBroker(engine, port=port, state_dir=run_dir)
     if broker.status().running:
         fail(f"a broker already runs on port {port}: stop it (slmstream broker stop --port {port})", prefix="demo")
-    worker: WorkerProcess | None = None
+    procs: list[WorkerProcess] = []
     try:
         with console.status(f"starting the {engine} broker on 127.0.0.1:{port}"):
             status = broker.start()
@@ -75,8 +81,22 @@ def demo(
         if analytics:
             env |= demo_analytics_env(window)
             settings = settings_or_exit_with(env)
-        worker = WorkerProcess(env, run_dir / "worker.log", run_dir / "worker-data", web_port)
-        with console.status("starting the worker (loading the model)"):
+        if workers > settings.topics.partitions:
+            console.print(
+                f"[yellow]{workers} workers for {settings.topics.partitions} partitions: "
+                f"{workers - settings.topics.partitions} will wait idle (topics.partitions)[/]"
+            )
+        procs = [
+            WorkerProcess(
+                env,
+                run_dir / _name("worker", i, workers, ".log"),
+                run_dir / _name("worker", i, workers, "-data"),
+                web_port + i,
+            )
+            for i in range(workers)
+        ]
+        noun = "the worker" if workers == 1 else f"{workers} workers"
+        with console.status(f"starting {noun} (loading the model)"):
             asyncio.run(
                 ensure_topics(
                     status.bootstrap,
@@ -85,10 +105,13 @@ def demo(
                     **security_kwargs_or_exit(settings),
                 )
             )
-            worker.start()
-            worker.wait_ready(90)
-        console.print(f"broker {status.url}, worker {worker.url}/metrics (log: {worker.log_file})", soft_wrap=True)
-        console.print(f"live dashboard while the demo runs: [bold]{worker.url}/dashboard[/]", soft_wrap=True)
+            for w in procs:
+                w.start()
+            for w in procs:
+                w.wait_ready(90 + 30 * workers)
+        for w in procs:
+            console.print(f"broker {status.url}, worker {w.url}/metrics (log: {w.log_file})", soft_wrap=True)
+        console.print(f"live dashboard while the demo runs: [bold]{procs[0].url}/dashboard[/]", soft_wrap=True)
         valid = _lines(events, SAMPLE_EVENTS)
         bad = _lines(malformed, MALFORMED_EVENTS)
         burst = _lines(spike, SPIKE_EVENTS) if analytics else []
@@ -98,18 +121,23 @@ def demo(
     except KeyboardInterrupt:
         console.print("interrupted: stopping")
     finally:
-        with console.status("stopping the worker and the broker"):
-            if worker is not None:
-                worker.stop(30)
+        with console.status("stopping the worker(s) and the broker"):
+            for w in procs:
+                w.stop(30)
             broker.stop()
         console.print("stopped: no process left behind")
+
+
+def _name(stem: str, i: int, n: int, suffix: str) -> str:
+    """worker.log with one worker (as before), worker-0.log ... with several."""
+    return f"{stem}{suffix}" if n == 1 else f"{stem}-{i}{suffix}"
 
 
 def _topic_names(settings: Settings) -> list[str]:
     t = settings.topics
     names = [t.events, t.enriched, t.dlq, t.deferred]
     if settings.summaries.enabled or settings.alerts.enabled:
-        names += [t.summaries, t.stats, t.alerts]
+        names += [t.enriched_by_key, t.stats_partials, t.summaries, t.stats, t.alerts]
     return names
 
 
@@ -181,6 +209,8 @@ async def _run(
     dlq: list[dict[str, Any]] = []
     recent: list[str] = []
     found: list[dict[str, Any]] = []  # summaries and alerts
+    seen_ids: set[str] = set()  # an event enriched twice (a rebalance, a crash) counts once
+    keep = KeepHighest()  # of a window's summaries, the highest revision
     spike_sent: list[float] = []
     t0 = time.time()
     burst = burst or []
@@ -204,9 +234,18 @@ async def _run(
                         doc = orjson.loads(rec.value)
                         doc["_seen"] = time.time()
                         if tp.topic in (t.summaries, t.alerts) and analytics:
-                            found.append(doc)
+                            if keep.admit(doc):
+                                ident = record_identity(doc)
+                                found[:] = [d for d in found if ident is None or record_identity(d) != ident]
+                                found.append(doc)
                             continue
-                        (enriched if "analysis" in doc else dlq).append(doc)
+                        if "analysis" in doc:
+                            if doc.get("id") in seen_ids:
+                                continue
+                            seen_ids.add(doc.get("id"))
+                            enriched.append(doc)
+                        else:
+                            dlq.append(doc)
                         recent.append(render(rec.value, False))
                 recent = recent[-12:]
                 live.update(_panel(enriched, dlq, len(valid), len(bad), recent, found))

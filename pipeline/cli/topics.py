@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from pipeline.analytics.records import KeepHighest
 from pipeline.cli.analytics_render import TOPIC_ALIASES, render_analytics
 from pipeline.cli.common import fail, settings_or_exit
 from pipeline.config import ConfigError, Settings
@@ -114,9 +115,16 @@ def tail(
     n: Annotated[int, typer.Option("-n", help="Show the last N records of each partition (0: from the start).")] = 10,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for new records.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print each value as one JSON line.")] = False,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help="Summaries and stats: show every record, duplicates and superseded revisions too."),
+    ] = False,
     broker: BrokerOpt = None,
 ) -> None:
-    """Print records from a topic: readable by default, raw JSON lines with --json."""
+    """Print records from a topic: readable by default, raw JSON lines with --json.
+
+    Of several summaries (or stats records) of one key and window, only one that ranks above those shown
+    before it is printed: the highest (final, revision), as the schemas tell readers to keep."""
     settings = settings_or_exit()
     if topic in TOPIC_ALIASES:
         topic = getattr(settings.topics, topic)
@@ -129,12 +137,19 @@ def tail(
                 as_json,
                 bootstrap_servers(broker or settings.broker),
                 security_kwargs_or_exit(settings),
+                keep=None if show_all else KeepHighest(),
             )
         )
 
 
 async def _tail(
-    topic: str, n: int, follow: bool, as_json: bool, bootstrap: str, client_kwargs: dict[str, Any] | None = None
+    topic: str,
+    n: int,
+    follow: bool,
+    as_json: bool,
+    bootstrap: str,
+    client_kwargs: dict[str, Any] | None = None,
+    keep: KeepHighest | None = None,
 ) -> None:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, **(client_kwargs or {})
@@ -156,14 +171,25 @@ async def _tail(
             for tp, records in batch.items():
                 idle_since = time.monotonic()
                 for rec in records:
-                    console.print(render(rec.value, as_json), soft_wrap=True, highlight=False)
                     if rec.offset + 1 >= ends[tp]:
                         remaining.discard(tp)
+                    if keep is not None and not admitted(keep, rec.value):
+                        continue
+                    console.print(render(rec.value, as_json), soft_wrap=True, highlight=False)
             # tansu can report a too-high end offset (brokers.md): also stop after 1 s with nothing new
             if not follow and (not remaining or time.monotonic() - idle_since > 1.0):
                 break
     finally:
         await consumer.stop()
+
+
+def admitted(keep: KeepHighest, value: bytes | None) -> bool:
+    """False for a summary or stats record that a record shown before supersedes (or duplicates)."""
+    try:
+        doc = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return True
+    return not isinstance(doc, dict) or keep.admit(doc)
 
 
 def render(value: bytes | None, as_json: bool) -> str:

@@ -1,5 +1,5 @@
 """What the live dashboard shows, kept in the worker's memory: recent throughput, latency and label mix, plus
-the latest summaries, alerts and stats records.
+the latest summaries, alerts and stats records (of a window revised, the highest revision only).
 
 One `LiveState` per worker, created by the worker's assembly and passed to the scheduler and the window
 analytics as an observer (`on_delivered`, once per batch the broker holds) and to the web pages, where
@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.analytics.records import record_identity, record_rank
 from pipeline.output.observers import BaseObserver, Delivered
 
 WINDOW_S = 300  # how far back the per-second buckets reach: the label-mix chart's span
@@ -125,13 +126,13 @@ class LiveState(BaseObserver):
             self._first_seen = now
 
     def add_summary(self, record: dict[str, Any]) -> None:
-        self.summaries.append(record)
+        _keep_highest(self.summaries, record)
 
     def add_alert(self, record: dict[str, Any]) -> None:
         self.alerts.append(record)
 
     def add_stats(self, record: dict[str, Any]) -> None:
-        self.stats.append(record)
+        _keep_highest(self.stats, record)
 
     def _bucket(self, now: float) -> _Second:
         second = math.floor(now)
@@ -203,3 +204,17 @@ class LiveState(BaseObserver):
             "alerts": list(reversed(self.alerts)),
             "stats": list(reversed(self.stats)),
         }
+
+
+def _keep_highest(records: deque[dict[str, Any]], record: dict[str, Any]) -> None:
+    """The readers' rule (schemas): a record of the same key and window as one kept replaces it only when it
+    ranks higher (final, revision); a duplicate or an older revision is not shown."""
+    ident = record_identity(record)
+    if ident is not None:
+        for i, old in enumerate(records):
+            if record_identity(old) == ident:
+                if record_rank(record) <= record_rank(old):
+                    return
+                del records[i]
+                break
+    records.append(record)

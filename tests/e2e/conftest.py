@@ -94,6 +94,9 @@ class Topics:
             "SLMSTREAM_TOPICS__ENRICHED": self.enriched,
             "SLMSTREAM_TOPICS__DLQ": self.dlq,
             "SLMSTREAM_TOPICS__DEFERRED": self.deferred,
+            # The analytics' internal hops (used when a test enables them): this test's own, like the rest.
+            "SLMSTREAM_TOPICS__ENRICHED_BY_KEY": f"{self.events}.by-key",
+            "SLMSTREAM_TOPICS__STATS_PARTIALS": f"{self.events}.partials",
             "SLMSTREAM_TOPICS__PARTITIONS": str(PARTITIONS),
         }
 

@@ -43,8 +43,16 @@ def test_build_worker_registers_the_classify_agents_pages_and_runtime(tmp_path: 
 
 def test_the_analyze_agent_only_with_summaries_or_alerts(tmp_path: Path) -> None:
     app = worker.build_worker(settings(tmp_path, alerts={"enabled": True}))
-    assert sorted(app.agents) == ["analyze", "classify", "classify-deferred"]
-    assert app.runtime.topics.analytics[0].get_topic_name() == app.settings.topics.summaries
+    assert sorted(app.agents) == ["analyze", "classify", "classify-deferred", "merge_stats", "repartition"]
+    t = app.settings.topics
+    assert [x.get_topic_name() for x in app.runtime.topics.analytics] == [
+        t.enriched_by_key,
+        t.stats_partials,
+        t.summaries,
+        t.stats,
+        t.alerts,
+    ]
+    assert app.agents["analyze"].channel.get_topic_name() == t.enriched_by_key
 
 
 def test_a_missing_model_stops_the_build_before_any_app(tmp_path: Path) -> None:

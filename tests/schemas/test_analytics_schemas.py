@@ -8,8 +8,8 @@ import jsonschema
 import pytest
 
 from pipeline.analytics.alerts import Spike
+from pipeline.analytics.merge import MergedWindow, StatsMerger, partial_record
 from pipeline.analytics.records import alert_record, rfc3339, summary_record, window_doc
-from pipeline.analytics.stats import stats_record
 from pipeline.analytics.windows import Window, WindowEvent
 from schemas import load_schema
 from schemas.types import AlertRecord, StatsRecord, SummaryRecord, WindowBounds
@@ -38,7 +38,9 @@ def test_built_records_validate() -> None:
         w, {"billing": 6}, "x", method="extractive", model="m", latency_ms=12.0, budget_met=True, sample_ids=["e0"]
     )
     jsonschema.validate(s, load_schema("summary"))
-    jsonschema.validate(stats_record(w), load_schema("stats"))
+    (merged,) = StatsMerger(1, 60.0).add(partial_record(w, 0, w.start_ms, w.end_ms), lambda: None, 0, 0.0)
+    assert isinstance(merged, MergedWindow)
+    jsonschema.validate(merged.record, load_schema("stats"))
     spike = Spike("billing", 6, 1.0, 0.5, 3, 6.0, 10.0, "ratio+z", ["e0", "e1"])
     jsonschema.validate(alert_record(spike, w, "why", method="abstractive", model="g"), load_schema("alert"))
     bad = dict(s, method="guess")

@@ -55,28 +55,35 @@ class Clock:
 
 
 class FakeSink:
-    """Stores what is sent; the broker acks at once, or, while `holding`, when the test calls `release()`."""
+    """Stores what is sent; the broker acks at once, or, while `holding`, when the test calls `release()`.
+    Records of a `routes` topic are handed, once acked, to its consumer (the partials to the merger)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, dict]] = []
         self.holding = False
-        self._pending: list[asyncio.Future[None]] = []
+        self.routes: dict[str, object] = {}
+        self.routed: set[asyncio.Task] = set()
+        self._pending: list[tuple[asyncio.Future[None], str, bytes]] = []
         self._changed = asyncio.Event()
 
     async def send(self, topic, key, value, headers=None):
         self.sent.append((topic, key, orjson.loads(value)))
         fut = asyncio.get_running_loop().create_future()
         if self.holding:
-            self._pending.append(fut)
+            self._pending.append((fut, topic, value))
         else:
             fut.set_result(None)
+            if topic in self.routes:
+                await self.routes[topic](value)
         self._changed.set()
         return fut
 
     def release(self) -> None:
         self.holding = False
-        for fut in self._pending:
+        for fut, topic, value in self._pending:
             fut.set_result(None)
+            if topic in self.routes:
+                self.routed.add(asyncio.ensure_future(self.routes[topic](value)))
         self._pending.clear()
 
     def of(self, topic: str) -> list[dict]:
@@ -159,14 +166,32 @@ def settings(monkeypatch, **env: str):
 
 
 def analytics(s, sink, generator, clock: Clock, observers=()) -> WindowAnalytics:
-    return WindowAnalytics(s, sink, FakeEmbedder(), generator, observers=observers, clock=clock, sleep=clock.sleep)
+    """A worker owning every partition: its partials come back to its own merger (as through Kafka)."""
+    a = WindowAnalytics(s, sink, FakeEmbedder(), generator, observers=observers, clock=clock, sleep=clock.sleep)
+    a.assign(range(s.topics.partitions))
+    sink.routes[s.topics.stats_partials] = lambda value: a.submit_partial(value, lambda: None, 0)
+    return a
 
 
-async def close_and_drain(a: WindowAnalytics, clock: Clock, t: float) -> None:
+async def settle(a: WindowAnalytics, sink: FakeSink) -> None:
+    """Wait until every record started is stored and acked, the partials merged included."""
+
+    async def all_done() -> None:
+        while True:
+            await a.drain()
+            if not sink.routed:
+                return
+            routed, sink.routed = sink.routed, set()
+            await asyncio.gather(*routed)
+
+    await asyncio.wait_for(all_done(), WAIT_S)
+
+
+async def close_and_drain(a: WindowAnalytics, clock: Clock, t: float, sink: FakeSink) -> None:
     """Move time to `t`, close what is due then, and wait until its records are stored and acked."""
     clock.advance_to(t)
     a.close_due()
-    await asyncio.wait_for(a.drain(), WAIT_S)
+    await settle(a, sink)
 
 
 def run(coro):
@@ -187,11 +212,11 @@ def test_one_summary_per_key_window_and_acks_only_after_the_broker(monkeypatch) 
         clock.advance_to(T0 + 11)
         a.close_due()
         await sink.wait_for(s.topics.summaries, 2)
-        await sink.wait_for(s.topics.stats, 1)
-        assert acked == []  # summaries sent, not acknowledged: nothing acked
+        await sink.wait_for(s.topics.stats_partials, 1)
+        assert acked == []  # summaries and partial sent, not acknowledged: nothing acked
         assert a.held == 5 and observer.delivered == []
         sink.release()
-        await asyncio.wait_for(a.drain(), WAIT_S)
+        await settle(a, sink)
         summaries = sorted(sink.of(s.topics.summaries), key=lambda r: r["key"])
         assert [(r["key"], r["count"], r["method"]) for r in summaries] == [
             ("k1", 4, "abstractive"),
@@ -231,7 +256,7 @@ def test_a_planted_spike_gives_one_alert(monkeypatch) -> None:
             for label in labels:
                 i += 1
                 await a.submit(enriched(i, f"k{i % 2}", start + 1, label), lambda: None)
-            await close_and_drain(a, clock, start + 11)
+            await close_and_drain(a, clock, start + 11, sink)
         (alert,) = sink.of(s.topics.alerts)
         jsonschema.validate(alert, load_schema("alert"))
         assert alert["label"] == "account_access" and alert["count"] == 12
@@ -252,7 +277,7 @@ def test_generator_failure_falls_back_to_extractive(monkeypatch) -> None:
         a = analytics(s, sink, FakeGenerator(fail=True), clock)
         for i in range(5):
             await a.submit(enriched(i, "k", T0 + i), lambda: None)
-        await close_and_drain(a, clock, T0 + 11)
+        await close_and_drain(a, clock, T0 + 11, sink)
         (summary,) = sink.of(s.topics.summaries)
         assert summary["method"] == "extractive" and summary["summary"]
         assert summary["count"] == 5
@@ -272,7 +297,7 @@ def test_without_a_generator_every_summary_is_extractive_and_bad_records_are_ski
         for i in range(5):
             await a.submit(enriched(i, "k", T0 + i), lambda: acked.append("ok"))
         assert acked == ["bad", "bad2"] and a.emitted["bad"] == 2
-        await close_and_drain(a, clock, T0 + 11)
+        await close_and_drain(a, clock, T0 + 11, sink)
         (summary,) = sink.of(s.topics.summaries)
         assert summary["method"] == "extractive" and acked.count("ok") == 5
 
@@ -297,14 +322,19 @@ def test_held_records_are_bounded(monkeypatch) -> None:
         await sink.wait_for(s.topics.summaries, 2)  # both full windows closed and summarized, not yet acked
         assert not blocked.done() and a.held == 4
         sink.release()
+        await settle(a, sink)
+        # Summarized, but the records also wait for their partition's partial of the window: at its close.
+        assert not blocked.done() and a.held == 4
+        clock.advance_to(T0 + 11)
+        a.close_due()
         await asyncio.wait_for(blocked, WAIT_S)
-        await asyncio.wait_for(a.drain(), WAIT_S)
-        assert a.held == 1  # the fifth record, in its open window
+        await settle(a, sink)
+        assert a.held == 1  # the fifth record, in a window opened after the close (late)
 
     run(main())
 
 
-def test_summaries_off_acks_after_the_stats_record(monkeypatch) -> None:
+def test_summaries_off_acks_after_the_partial(monkeypatch) -> None:
     s = settings(monkeypatch, SLMSTREAM_SUMMARIES__ENABLED="false")
 
     async def main() -> None:
@@ -315,10 +345,10 @@ def test_summaries_off_acks_after_the_stats_record(monkeypatch) -> None:
         await a.submit(enriched(1, "k", T0 + 1), lambda: acked.append(1))
         clock.advance_to(T0 + 11)
         a.close_due()
-        await sink.wait_for(s.topics.stats, 1)
+        await sink.wait_for(s.topics.stats_partials, 1)
         assert acked == []
         sink.release()
-        await asyncio.wait_for(a.drain(), WAIT_S)
+        await settle(a, sink)
         assert sink.of(s.topics.summaries) == [] and len(sink.of(s.topics.stats)) == 1 and acked == [1]
 
     run(main())
@@ -362,7 +392,7 @@ def test_a_batch_that_cannot_start_in_time_goes_extractive_without_waiting(monke
         assert [(r["key"], r["method"]) for r in sink.of(s.topics.summaries)] == [("second", "extractive")]
         assert gen.batches == []  # "first" still holds the generator
         gen.release.set()
-        await asyncio.wait_for(a.drain(), WAIT_S)
+        await settle(a, sink)
         assert [(r["key"], r["method"]) for r in sink.of(s.topics.summaries)][-1] == ("first", "abstractive")
         assert gen.batches == [1]
 
@@ -382,7 +412,7 @@ def test_a_prompt_the_generator_refuses_gets_an_extractive_summary(monkeypatch) 
         a = analytics(s, sink, RefusingGenerator(), clock)
         for i in range(4):
             await a.submit(enriched(i, "k", T0 + i), lambda: None)
-        await close_and_drain(a, clock, T0 + 11)
+        await close_and_drain(a, clock, T0 + 11, sink)
         assert [r["method"] for r in sink.of(s.topics.summaries)] == ["extractive"] and a.held == 0
 
     run(main())
@@ -402,7 +432,7 @@ def test_the_partial_first_window_is_not_part_of_the_baseline(monkeypatch) -> No
             for _ in range(n):
                 i += 1
                 await a.submit(enriched(i, "k", first), lambda: None)
-            await close_and_drain(a, clock, start + 11)
+            await close_and_drain(a, clock, start + 11, sink)
         (alert,) = sink.of(s.topics.alerts)
         assert alert["baseline"] == {"mean": 2.0, "std": 0.0, "windows": 2}
         assert alert["method"] == "extractive"  # no generator: counts and the most typical message
@@ -437,5 +467,92 @@ def test_run_closes_windows_when_woken_and_stops_on_a_record_that_can_never_be_s
             await asyncio.wait_for(loop, WAIT_S)  # loudly, not a stall
         with pytest.raises(TooLarge):
             await a.drain()
+
+    run(main())
+
+
+def test_a_revoked_partition_drops_its_open_windows_unacked_and_frees_their_room(monkeypatch) -> None:
+    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_TOPICS__PARTITIONS="2")
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        a = analytics(s, sink, None, clock)
+        acked: list[str] = []
+        await a.submit(enriched(1, "a", T0 + 1), lambda: acked.append("a"), 0)
+        await a.submit(enriched(2, "b", T0 + 1), lambda: acked.append("b"), 1)
+        assert a.held == 2
+        assert a.revoke([1]) == 1 and a.held == 1
+        await a.submit(enriched(3, "b", T0 + 2), lambda: acked.append("late b"), 1)  # in flight at the revoke
+        assert a.held == 1
+        await close_and_drain(a, clock, T0 + 11, sink)
+        assert [r["key"] for r in sink.of(s.topics.summaries)] == ["a"] and acked == ["a"]
+        # Only partition 0 is ours: its partials (empty ones for the windows before); partition 1's come from
+        # its new owner.
+        partials = sink.of(s.topics.stats_partials)
+        assert {r["partition"] for r in partials} == {0}
+        assert [(r["window"]["start_ms"], r["events"]) for r in partials if r["events"]] == [(int(T0 * 1000), 1)]
+
+    run(main())
+
+
+def test_every_owned_partition_gets_a_partial_per_window_even_without_records(monkeypatch) -> None:
+    s = settings(
+        monkeypatch,
+        SLMSTREAM_ALERTS__ENABLED="false",
+        SLMSTREAM_TOPICS__PARTITIONS="3",
+        SLMSTREAM_SUMMARIES__STATS_WAIT_S="1",
+    )
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        # Assigned at T0: from the oldest window the merger may still wait for (grace + window + stats wait
+        # = 12 s back: the window starting at T0 - 20) on.
+        a = analytics(s, sink, None, clock)
+        await a.submit(enriched(1, "a", T0 + 1), lambda: None, 2)
+        await close_and_drain(a, clock, T0 + 11, sink)
+        partials = sorted(
+            (r["window"]["start_ms"], r["partition"], r["events"]) for r in sink.of(s.topics.stats_partials)
+        )
+        w00, w0, w1 = int((T0 - 20) * 1000), int((T0 - 10) * 1000), int(T0 * 1000)
+        assert partials == [(w, p, 0) for w in (w00, w0) for p in range(3)] + [(w1, 0, 0), (w1, 1, 0), (w1, 2, 1)]
+        (stats,) = sink.of(s.topics.stats)  # the idle windows before T0 have none
+        assert (stats["events"], stats["final"], stats["partitions"]) == (1, True, 3)
+
+    run(main())
+
+
+def test_spikes_are_checked_in_window_order_even_when_windows_complete_out_of_order(monkeypatch) -> None:
+    from pipeline.analytics.merge import empty_partial, partial_record
+    from pipeline.analytics.windows import Window, WindowEvent
+
+    s = settings(monkeypatch, SLMSTREAM_TOPICS__PARTITIONS="2", SLMSTREAM_ALERTS__MIN_COUNT="3")
+
+    def partial(w: int, p: int, n: int, label: str = "billing") -> bytes:
+        start = int((T0 + 10 * w) * 1000)
+        win = Window(str(p), start, start + 10_000, 0, 0.0, 0.0)
+        win.events = [WindowEvent(f"w{w}p{p}e{i}", "t", label, "email", start + 1, 5.0) for i in range(n)]
+        return orjson.dumps(partial_record(win, p, start, start + 10_000))
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        a = WindowAnalytics(s, sink, FakeEmbedder(), None, clock=clock, sleep=clock.sleep)
+        for w in range(3):  # three quiet windows, complete
+            await a.submit_partial(partial(w, 0, 1), lambda: None)
+            await a.submit_partial(partial(w, 1, 1), lambda: None)
+        await a.submit_partial(partial(3, 0, 1), lambda: None)  # window 3 waits for partition 1 ...
+        await a.submit_partial(partial(4, 0, 20, "shipping"), lambda: None)  # ... when the spike window completes
+        await a.submit_partial(
+            orjson.dumps(empty_partial(1, int((T0 + 40) * 1000), int((T0 + 50) * 1000))), lambda: None
+        )
+        await sink.wait_for(s.topics.stats, 3)
+        assert sink.of(s.topics.alerts) == [] and len(sink.of(s.topics.stats)) == 3  # the spike waits for window 3
+        await a.submit_partial(partial(3, 1, 1), lambda: None)
+        await settle(a, sink)
+        (alert,) = sink.of(s.topics.alerts)
+        assert alert["label"] == "shipping" and alert["baseline"]["windows"] == 4
+        assert [r["window"]["start_ms"] for r in sink.of(s.topics.stats)][-2:] == [
+            int((T0 + 30) * 1000),
+            int((T0 + 40) * 1000),
+        ]
 
     run(main())

@@ -90,3 +90,22 @@ def test_tail_resolves_the_short_topic_names(monkeypatch) -> None:
     for name in ("summaries", "alerts", "stats", "events.enriched"):
         topics.tail(name, n=10, follow=False, as_json=False, broker=None)
     assert seen == ["events.summaries", "my.alerts", "events.stats", "events.enriched"]
+
+
+def test_tail_shows_a_window_again_only_for_a_higher_revision() -> None:
+    from pipeline.analytics.records import KeepHighest
+    from pipeline.cli.topics import admitted
+
+    keep = KeepHighest()
+    base = dict(STATS, window=dict(STATS["window"]))
+    seq = [
+        dict(base, revision=1, final=False),
+        dict(base, revision=2, final=True),
+        dict(base, revision=2, final=True),
+        dict(base, revision=3, final=False),
+        dict(SUMMARY, revision=5, final=True),
+        dict(SUMMARY, revision=4, final=True),
+        {"not": "analytics"},
+    ]
+    shown = [admitted(keep, orjson.dumps(d)) for d in seq] + [admitted(keep, b"not json")]
+    assert shown == [True, True, False, False, True, False, True, True]

@@ -174,3 +174,21 @@ def test_a_delivered_batch_feeds_it_once_per_batch() -> None:
     assert snap["labels"] == ["a", "b"]
     assert snap["latency_ms"]["p50"] == pytest.approx(20, rel=0.02)
     assert (snap["summaries"], snap["alerts"], snap["stats"]) == ([{"key": "k"}], [{"label": "a"}], [{"events": 3}])
+
+
+def test_a_window_shows_only_its_highest_revision() -> None:
+    live = LiveState()
+    w = {"start_ms": 1000, "end_ms": 2000, "part": 0}
+
+    def stats(revision: int, final: bool, events: int) -> dict:
+        return {"window": w, "events": events, "sources": {}, "revision": revision, "final": final}
+
+    live.add_stats(stats(1, False, 5))
+    live.add_stats(stats(2, True, 9))
+    live.add_stats(stats(2, True, 9))  # a duplicate after a crash
+    live.add_stats(stats(3, False, 4))  # a final record outranks any non-final one
+    live.add_summary({"key": "k", "window": w, "summary": "s", "revision": 7, "final": True})
+    live.add_summary({"key": "k", "window": w, "summary": "partial re-read", "revision": 3, "final": True})
+    snap = live.snapshot(T0)
+    assert [(s["revision"], s["events"]) for s in snap["stats"]] == [(2, 9)]
+    assert [s["summary"] for s in snap["summaries"]] == ["s"]
