@@ -1,4 +1,5 @@
-"""Where records are handed to Kafka: the `Sink` protocol the outbox writes through, and Faust's producer as one.
+"""Where records are handed to Kafka: the `Sink` protocol the outbox writes through; Faust's producer as one
+(`FaustSink`), and the aiokafka producer inside it as another (`ProducerSink`, the classify path's).
 
 A sink only hands a record over; retrying, waiting for the broker's ack and acking inputs are the outbox's job
 (pipeline/output/outbox.py).
@@ -10,6 +11,8 @@ from collections.abc import Awaitable
 from typing import Any, Protocol, cast
 
 import faust
+
+from pipeline.kafka_transport import aiokafka_producer
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -31,3 +34,15 @@ class FaustSink:
         # The producer directly, not Topic.send: no codec work, and we get the broker-ack future back. Faust's
         # annotation omits None header values, which Kafka and aiokafka allow (a header copied from the input).
         return await self.app.producer.send(topic, key, value, None, None, cast("list[tuple[str, bytes]]", headers))
+
+
+class ProducerSink:
+    """The aiokafka producer Faust started, used directly: one call per record instead of Faust's wrapper and
+    its per-record signal (the same producer, so Faust still flushes it on stop)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> Awaitable[Any]:
+        producer = aiokafka_producer(self.app.producer)
+        return await producer.send(topic, value, key=key, headers=headers)
