@@ -59,17 +59,17 @@ REBALANCE_TIMEOUT_MS = 6000
 MAX_POLL_INTERVAL_MS = 1_000_000  # Faust's default: a model slower than this would be thrown out of the group
 
 
-def classify_group(settings: Settings) -> str:
+def classify_group(app_id: str) -> str:
     """The consumer group of the classify path. Not the app id: Faust's own consumer (the analyze agent on
     events.enriched) is in that group with Faust's assignor, and one group cannot mix assignors."""
-    return f"{settings.app_id}.classify"
+    return f"{app_id}.classify"
 
 
 def new_consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers(settings.broker),
         client_id=f"{settings.app_id}-classify",
-        group_id=classify_group(settings),
+        group_id=classify_group(settings.app_id),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
@@ -259,13 +259,13 @@ class EventReader(mode.Service):
             self.offsets.forget(gone)
         finally:
             self._revoking.clear()
-        log.info("partitions_revoked", group=classify_group(self.settings), revoked=_by_topic(gone))
+        log.info("partitions_revoked", group=classify_group(self.settings.app_id), revoked=_by_topic(gone))
 
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self._owned = set(assigned)
         self._fetching = set(assigned)
         self.offsets.assign(assigned)
-        log.info("partitions_assigned", group=classify_group(self.settings), assigned=_by_topic(assigned))
+        log.info("partitions_assigned", group=classify_group(self.settings.app_id), assigned=_by_topic(assigned))
 
     # ---- observation ------------------------------------------------------------------------------------------
     async def record_lag(self) -> None:

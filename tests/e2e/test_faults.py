@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline.batching.scheduler import MODEL_ATTEMPTS
 from pipeline.broker import EmbeddedBroker
+from pipeline.ingest.reader import classify_group
 from pipeline.kafka_client import ensure_topics
 from pipeline.model.faults import FAIL_TIMES_ENV, FAIL_TOKEN_ENV
 from tests.e2e.conftest import PARTITIONS, Topics, collect, free_port, produce
@@ -487,7 +488,7 @@ def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path
         before.join(30)
         time.sleep(1.2)  # at least one periodic commit (every 1 s) of part of the burst
         done_before_stop = len(reader.done_ids() & set(before.ids()))
-        group = topics.env()["SLMSTREAM_APP_ID"]
+        group = classify_group(topics.env()["SLMSTREAM_APP_ID"])  # the classify path's consumer group
         offsets_before = group_offsets(status.bootstrap, group)
 
         t_stop = time.time()

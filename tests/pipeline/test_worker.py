@@ -38,7 +38,7 @@ def test_build_worker_registers_the_classify_reader_pages_and_runtime(tmp_path: 
     runtime = app.runtime
     readers = [s for s in services if isinstance(s, EventReader)]
     assert len(readers) == 1 and services.index(runtime) < services.index(readers[0])  # reader stops first
-    assert readers[0].runtime is runtime and classify_group(app.settings) == f"{app.settings.app_id}.classify"
+    assert readers[0].runtime is runtime and classify_group(app.settings.app_id) == f"{app.settings.app_id}.classify"
     assert isinstance(runtime, Runtime)
     assert runtime.topics.events.get_topic_name() == app.settings.topics.events
     assert not runtime.is_ready()  # nothing loaded before the app starts
