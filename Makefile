@@ -66,6 +66,7 @@ browser:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy pipeline agents schemas
 
 clean:
-	rm -rf .run .pytest_cache .ruff_cache bench-results test-artifacts
+	rm -rf .run .pytest_cache .ruff_cache .mypy_cache bench-results test-artifacts

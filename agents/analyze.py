@@ -9,6 +9,7 @@ not yet summarized.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import faust
 from faust import StreamT
@@ -19,8 +20,9 @@ from pipeline.kafka_transport import forget_unacked
 from pipeline.runtime import Runtime
 
 
-async def analyze(stream: StreamT, app: faust.App, runtime: Runtime) -> None:
+async def analyze(stream: StreamT[Any], app: faust.App, runtime: Runtime) -> None:
     analytics: WindowAnalytics | None = None
+    assert isinstance(stream, faust.Stream)  # what Faust gives an agent; StreamT declares no noack()
     async for event in stream.noack().events():
         if analytics is None:  # iterate first: Faust subscribes to the topic when the stream starts
             analytics = await runtime.analytics_ready()
@@ -32,7 +34,7 @@ async def analyze(stream: StreamT, app: faust.App, runtime: Runtime) -> None:
 
 
 def register(app: faust.App, runtime: Runtime, topics: WorkerTopics) -> None:
-    async def analyze_enriched(stream: StreamT) -> None:
+    async def analyze_enriched(stream: StreamT[Any]) -> None:
         """events.enriched → windows → events.summaries / events.stats / events.alerts."""
         await analyze(stream, app, runtime)
 

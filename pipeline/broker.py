@@ -32,10 +32,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 Engine = Literal["tansu", "noida"]
 ENGINES: tuple[str, ...] = get_args(Engine)
+
+
+def is_engine(name: str) -> TypeGuard[Engine]:
+    """True for the name of an embedded broker engine (what CLI options give as a plain string)."""
+    return name in ENGINES
+
 
 # engine -> (pip package, module, binary path inside the module's directory)
 _BINARIES: dict[str, tuple[str, str, str]] = {
@@ -105,7 +111,7 @@ def kafka_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
     # v0 response: correlation_id int32, error_code int16, [api_key, min, max] int16 x3 each
     got_id, error_code, count = struct.unpack(">ihi", body[:10])
-    return got_id == correlation_id and error_code == 0 and size == 10 + 6 * count
+    return bool(got_id == correlation_id and error_code == 0 and size == 10 + 6 * count)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
@@ -145,13 +151,13 @@ class EmbeddedBroker:
 
     def __init__(
         self,
-        engine: Engine = "tansu",
+        engine: str = "tansu",  # an Engine; any other name is a ValueError naming the choices
         host: str = "127.0.0.1",
         port: int = 9092,
         data_dir: Path | None = None,
         state_dir: Path = Path(".run"),
     ) -> None:
-        if engine not in ENGINES:
+        if not is_engine(engine):
             raise ValueError(f"unknown broker engine {engine!r}; choose one of {', '.join(ENGINES)}")
         self.engine: Engine = engine
         self.host = _loopback_only(host)
@@ -354,7 +360,8 @@ class EmbeddedBroker:
             return None
         except (OSError, ValueError) as exc:
             raise BrokerError(f"unreadable broker state file {self.state_file}: {exc}") from exc
-        if not isinstance(state.get("pid"), int) or not isinstance(state.get("cmd"), list):
+        # Valid JSON of another shape (a list, a string, null) is as unusable as a missing key.
+        if not (isinstance(state, dict) and isinstance(state.get("pid"), int) and isinstance(state.get("cmd"), list)):
             raise BrokerError(f"broker state file {self.state_file} lacks pid/cmd; remove it")
         return state
 

@@ -1,7 +1,8 @@
 """Typed settings: env vars `SLMSTREAM_*` over one YAML file, validated once at start.
 
-The YAML path comes from `SLMSTREAM_CONFIG` (default `config/slmstream.yaml`). Nested keys are set from
-the environment with a double underscore: `SLMSTREAM_BATCHING__BUDGET_MS=150`.
+The YAML path comes from `SLMSTREAM_CONFIG` (default `config/slmstream.yaml`, else the copy shipped in the
+package: `config_path()`). Nested keys are set from the environment with a double underscore:
+`SLMSTREAM_BATCHING__BUDGET_MS=150`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
@@ -275,10 +277,11 @@ class KafkaSettings(_Section):
             n for n in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, n) not in (None, "")
         ]
         if self.protocol in SASL_PROTOCOLS:
+            password = self.sasl_password.get_secret_value() if self.sasl_password is not None else ""
             missing = [
                 _env("kafka", n)
                 for n in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if n not in sasl_given or (n == "sasl_password" and not self.sasl_password.get_secret_value())
+                if n not in sasl_given or (n == "sasl_password" and not password)
             ]
             if missing:
                 problems.append(f"kafka.protocol {self.protocol} needs " + ", ".join(missing))
@@ -438,7 +441,7 @@ class Settings(BaseSettings):
 
         `labels` is the list of label names unless `label_text` (descriptions and examples are long).
         """
-        doc = _mask(self.model_dump(mode="json"))
+        doc: dict[str, Any] = _mask(self.model_dump(mode="json"))
         if not label_text:
             doc["labels"] = list(self.labels)
         doc["taxonomy"] = self.taxonomy
@@ -478,7 +481,14 @@ class ConfigError(Exception):
 
 
 def config_path() -> Path:
-    return Path(os.environ.get("SLMSTREAM_CONFIG", str(DEFAULT_CONFIG)))
+    """SLMSTREAM_CONFIG; else config/slmstream.yaml in the working directory; else the defaults that ship in the
+    package (pipeline/default_config.yaml, a link to config/slmstream.yaml in the source tree, its copy in a
+    wheel), so `slmstream` works from any folder."""
+    if "SLMSTREAM_CONFIG" in os.environ:
+        return Path(os.environ["SLMSTREAM_CONFIG"])
+    if DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return Path(str(files("pipeline") / "default_config.yaml"))  # an installed package is plain files
 
 
 def _shown_input(err: Any) -> str:

@@ -38,7 +38,7 @@ def kafka_ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
     host names checked unless `ssl_check_hostname` is false, client certificate when given.
     Unreadable or mismatched files raise ConfigError naming the keys."""
     try:
-        context = create_ssl_context(cafile=kafka.ssl_cafile)
+        context: ssl.SSLContext = create_ssl_context(cafile=kafka.ssl_cafile)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(f"kafka.ssl_cafile {kafka.ssl_cafile}: not a PEM CA certificate bundle ({exc})") from None
     if kafka.ssl_certfile is not None:

@@ -50,6 +50,8 @@ class _LenientNames(bytearray):
 class _LenientBatch(_DefaultRecordBatchPy):
     """aiokafka's pure-Python v2 record batch reading header names leniently."""
 
+    _buffer: bytearray  # aiokafka's attribute (untyped there)
+
     def __init__(self, buffer: bytes | bytearray | memoryview) -> None:
         super().__init__(buffer)
         self._buffer = _LenientNames(self._buffer)
@@ -85,7 +87,7 @@ def _next_offset(raw: memoryview) -> int:
     return base + 1
 
 
-class _KeptRecords(MemoryRecords):  # type: ignore[misc,valid-type]  # the C class when built, else pure Python
+class _KeptRecords(MemoryRecords):  # the C class when built, else pure Python
     """aiokafka's MemoryRecords that keeps the fetched bytes, to parse them again if need be."""
 
     def __init__(self, data: bytes) -> None:
@@ -96,6 +98,8 @@ class _KeptRecords(MemoryRecords):  # type: ignore[misc,valid-type]  # the C cla
 class TolerantPartitionRecords(fetcher.PartitionRecords):
     """aiokafka's records of one fetched partition; a batch that fails on a header name is read again leniently
     from the record that failed (the records before it were returned already)."""
+
+    _records: Any  # aiokafka's attribute (untyped there): MemoryRecords, or ours after a lenient re-read
 
     def _unpack_records(self) -> Iterator[Any]:
         try:
@@ -143,7 +147,8 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         if topics:
             await super().subscribe(topics)
         else:
-            self.app.tables.recovery.completed.set()
+            tables: Any = self.app.tables  # TableManager; its type TableManagerT declares no `recovery`
+            tables.recovery.completed.set()
 
 
 REVOKE_COMMIT_ROUNDS = 5
@@ -179,7 +184,8 @@ class Transport(driver.Transport):
 def committed_offsets(consumer: ConsumerT) -> Mapping[TP, int]:
     """The offset this consumer last committed, by partition (for the lag gauge)."""
     faust_consumer: Any = consumer
-    return faust_consumer._committed_offset  # noqa: SLF001  faust-streaming 0.15.3 has no public accessor
+    offsets: Mapping[TP, int] = faust_consumer._committed_offset  # noqa: SLF001  faust-streaming 0.15.3 has no public accessor
+    return offsets
 
 
 def forget_unacked(consumer: ConsumerT, message: Message) -> None:

@@ -85,8 +85,8 @@ async def start_analytics(
 ) -> WindowAnalytics:
     """The window analytics: the generator loaded on its own thread (summaries on), the classifier's encoder
     reused for extractive summaries, and the observers (dashboard, metrics) told of every record stored."""
-    from pipeline.model.generator_worker import GeneratorWorker
     from pipeline.model.onnx_generator import load_generator
+    from pipeline.model.worker import GeneratorWorker
 
     s = settings.summaries
     generator = None
@@ -94,7 +94,7 @@ async def start_analytics(
         generator = await GeneratorWorker(nice=s.nice).load(
             partial(load_generator, settings.model.cache_dir, s.generator, threads=s.threads, max_batch=s.max_batch)
         )
-        on_close(generator.close)
+        on_close(generator.aclose)
     analytics = WindowAnalytics(
         settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, observers=observers
     )
@@ -200,16 +200,17 @@ class Runtime(mode.Service):
         settings = self.settings
         fallback: ModelWorker | None = None
         if settings.model.server_socket is not None:  # one model process shared by this host's workers
-            from pipeline.model.remote import connect_workers
+            from pipeline.model.remote import RemoteEncoder, connect_workers
 
-            remote, fallback = await connect_workers(settings)
-            self._closers.append(remote.client.close)  # one connection serves both
-            primary: ModelWorker = remote
+            primary, fallback = await connect_workers(settings)
+            encoder = primary.classifier.model
+            assert isinstance(encoder, RemoteEncoder)
+            self._closers.append(encoder.client.close)  # one connection serves both
         else:
             primary = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.encoder))
             if settings.batching.late_policy == "degrade":
                 fallback = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.fallback))
-        self._closers.extend(w.close for w in (primary, fallback) if w is not None)
+        self._closers.extend(w.aclose for w in (primary, fallback) if w is not None)
         return primary, fallback
 
     async def _cannot_start(self, exc: ModelError) -> None:
@@ -239,9 +240,8 @@ class Runtime(mode.Service):
     async def _drain(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.drain()
-        drain_analytics = getattr(self.analytics, "drain", None)
-        if drain_analytics is not None:
-            await drain_analytics()
+        if self.analytics is not None:
+            await self.analytics.drain()
 
     async def on_shutdown(self) -> None:
         """After the loops stopped: close the model threads (and the model-server connection)."""
@@ -260,7 +260,7 @@ class Runtime(mode.Service):
         consumer = self.app.consumer
         committed = committed_offsets(consumer)
         for tp in consumer.assignment():
-            high = consumer.highwater(tp)
+            high: int | None = consumer.highwater(tp)  # annotated int by Faust, None before the first fetch
             if high is None:
                 continue
             done = committed.get(tp) or 0

@@ -61,7 +61,8 @@ class Event:
 def load_schema(name: str) -> dict[str, Any]:
     """Load a schema from this package: `event`, `enriched`, `dlq`, `summary`, `stats` or `alert`."""
     text = resources.files("schemas").joinpath(f"{name}.schema.json").read_text()
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 class WindowBounds(TypedDict):

@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.sockets import short_private_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO_CONFIG = ROOT / "config" / "slmstream.yaml"
@@ -45,12 +45,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def socket_dir() -> Iterator[Path]:
     """A fresh private (0700) directory with a short path, for Unix sockets; removed afterwards."""
-    base = "/tmp" if os.path.isdir("/tmp") else None  # not $TMPDIR: it may be long
-    path = Path(tempfile.mkdtemp(prefix="slm-", dir=base))
-    try:
+    with short_private_dir() as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

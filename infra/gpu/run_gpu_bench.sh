@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, in the project's root (the `run` tool's working directory), as the LAST of the calls that
 # carry .gpub1 .. .gpubN (infra/gpu/README.md): assemble the bundle, install it next to the image's Python (torch,
-# tokenizers, numpy), then `slmstream bench gpu`. Everything it measures, and the logs, go to $OUT.
+# tokenizers, numpy), then `python -m bench gpu` (= `slmstream bench gpu`). Everything it measures, and the logs, go to $OUT.
 #
 # Env: BENCH_ARGS (extra `slmstream bench gpu` options), BENCH_TIMEOUT_S (default 330), PARTS_DIR (/tmp/gpub).
 set -uo pipefail
@@ -45,6 +45,7 @@ if [ ! -x "$venv/bin/faust" ]; then
 fi
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 pwd > "$site/slmstream-repo.pth"    # the project itself, from this working tree (like an editable install)
+# No install metadata, so no `slmstream.commands` entry point: `slmstream` for the model server, `-m bench` for the bench
 # the __main__ guard matters: the bench spawns processes, which import the main module again
 printf '#!%s\nimport sys\n\nfrom pipeline.cli import main\n\nif __name__ == "__main__":\n    sys.exit(main())\n' \
   "$venv/bin/python" > "$venv/bin/slmstream"
@@ -61,8 +62,8 @@ PY
 nvidia-smi --query-gpu=name,memory.total,memory.used,utilization.gpu --format=csv > "$out/nvidia-smi.txt" 2>&1
 
 # 3. the bench: bare model, then broker + model server + workers at rising rates (JSON written after each phase)
-log "bench: slmstream bench gpu ${BENCH_ARGS:-}"
-PATH="$venv/bin:$PATH" timeout -s INT "${BENCH_TIMEOUT_S:-330}" "$venv/bin/slmstream" bench gpu --no-build \
+log "bench: python -m bench gpu ${BENCH_ARGS:-}"
+PATH="$venv/bin:$PATH" timeout -s INT "${BENCH_TIMEOUT_S:-330}" "$venv/bin/python" -m bench gpu --no-build \
   --out "$out/gpu-bench.json" --run-root /tmp/slm-run ${BENCH_ARGS:-} 2>&1 | tee "$out/bench.log"
 rc=${PIPESTATUS[0]}
 log "bench exited $rc"

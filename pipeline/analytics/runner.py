@@ -28,7 +28,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import orjson
@@ -48,7 +48,7 @@ from pipeline.analytics.summarizer import (
 )
 from pipeline.analytics.windows import TumblingWindows, Window, WindowEvent, key_of
 from pipeline.config import Settings
-from pipeline.model.onnx_generator import GenerationStats
+from pipeline.model.base import Embedder, TextGenerator
 from pipeline.output.observers import Delivered, Observer, Outcome
 from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep, run_ack
 from pipeline.output.sink import Sink
@@ -58,21 +58,6 @@ log = structlog.get_logger(__name__)
 UNFIT_TOKENS = 10**9  # token count of a prompt the generator cannot take
 PARTIAL_WINDOW_SHARE = 0.1  # a first window whose first event came later than this share into it
 MAX_SAMPLES = 5
-
-
-class Embedder(Protocol):
-    name: str
-
-    async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
-
-
-class TextGenerator(Protocol):
-    name: str
-    max_batch: int
-
-    def count_tokens(self, prompt: str) -> int: ...
-
-    async def generate(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[str], GenerationStats]: ...
 
 
 @dataclass(slots=True)
@@ -91,7 +76,7 @@ class BadRecord(ValueError):
     pass
 
 
-def parse_enriched(value: bytes | dict, key_spec: str) -> tuple[str, WindowEvent]:
+def parse_enriched(value: bytes | dict[str, Any], key_spec: str) -> tuple[str, WindowEvent]:
     """(window key, event) of an enriched record; BadRecord when it lacks what a window needs."""
     try:
         doc = orjson.loads(value) if isinstance(value, bytes | bytearray | memoryview) else value
@@ -177,7 +162,7 @@ class WindowAnalytics:
         self.emitted = {"summaries": 0, "abstractive": 0, "extractive": 0, "stats": 0, "alerts": 0, "bad": 0}
 
     # ---- intake -----------------------------------------------------------------------------------------
-    async def submit(self, value: bytes | dict, ack: AckFn) -> None:
+    async def submit(self, value: bytes | dict[str, Any], ack: AckFn) -> None:
         """Hold one enriched record in its windows; waits while `max_held` records are held."""
         try:
             key, event = parse_enriched(value, self.s.key)

@@ -278,6 +278,7 @@ class BatchScheduler:
         texts = [p.item.event.text for p in items]
         model_name = worker.classifier.info.name
         results: list[Classification] | None = None
+        model_s = 0.0
         error: Exception | None = None
         for attempt in range(1, MODEL_ATTEMPTS + 1):
             try:

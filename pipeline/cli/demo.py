@@ -7,7 +7,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -21,16 +21,34 @@ from pipeline.broker import BrokerError, EmbeddedBroker
 from pipeline.cli.analytics_render import render_analytics, render_analytics_line
 from pipeline.cli.common import fail, settings_or_exit
 from pipeline.cli.topics import _produce, render, security_kwargs_or_exit
+from pipeline.config import Settings
 from pipeline.kafka_client import ensure_topics
+from pipeline.samples import MALFORMED_EVENTS, SAMPLE_EVENTS, SPIKE_EVENTS, sample_lines
 from pipeline.worker_process import WorkerError, WorkerProcess
 
 console = Console()
-DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def _lines(path: Path | None, shipped: str) -> list[bytes]:
+    """The non-blank lines of `path`, or of the shipped sample file when no path is given."""
+    if path is None:
+        return sample_lines(shipped)
+    return [ln for ln in path.read_bytes().splitlines() if ln.strip()]
 
 
 def demo(
-    events: Annotated[Path, typer.Option(help="Valid sample events (JSONL).")] = DATA / "sample_events.jsonl",
-    malformed: Annotated[Path, typer.Option(help="Malformed messages, one per line.")] = DATA / "malformed_events.txt",
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Valid events (JSONL) [default: the shipped sample_events.jsonl]."
+        ),
+    ] = None,
+    malformed: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Malformed messages, one per line [default: the shipped sample]."
+        ),
+    ] = None,
     rate: Annotated[float, typer.Option(help="Events per second to produce (0: as fast as possible).")] = 100.0,
     engine: Annotated[str, typer.Option(help="Embedded broker: tansu or noida.")] = "tansu",
     port: Annotated[int, typer.Option(help="Broker port on 127.0.0.1.")] = 9092,
@@ -39,12 +57,14 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up waiting for results after this many seconds.")] = 120.0,
     analytics: Annotated[bool, typer.Option(help="Window summaries, stats and spike alerts.")] = True,
     window: Annotated[float, typer.Option(help="Summary/alert window in seconds (short for a demo).")] = 2.0,
-    spike: Annotated[Path, typer.Option(help="Events sent in one burst at the end: a planted spike.")] = DATA
-    / "spike_events.jsonl",
+    spike: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Events sent in one burst: a planted spike [default: shipped]."),
+    ] = None,
 ) -> None:
     """Start a broker and a worker, produce the sample events, show results live, then a summary."""
     settings = settings_or_exit()
-    broker = EmbeddedBroker(engine, port=port, state_dir=run_dir)  # type: ignore[arg-type]
+    broker = EmbeddedBroker(engine, port=port, state_dir=run_dir)
     if broker.status().running:
         fail(f"a broker already runs on port {port}: stop it (slmstream broker stop --port {port})", prefix="demo")
     worker: WorkerProcess | None = None
@@ -69,9 +89,9 @@ def demo(
             worker.wait_ready(90)
         console.print(f"broker {status.url}, worker {worker.url}/metrics (log: {worker.log_file})", soft_wrap=True)
         console.print(f"live dashboard while the demo runs: [bold]{worker.url}/dashboard[/]", soft_wrap=True)
-        valid = [ln for ln in events.read_bytes().splitlines() if ln.strip()]
-        bad = [ln for ln in malformed.read_bytes().splitlines() if ln.strip()]
-        burst = [ln for ln in spike.read_bytes().splitlines() if ln.strip()] if analytics else []
+        valid = _lines(events, SAMPLE_EVENTS)
+        bad = _lines(malformed, MALFORMED_EVENTS)
+        burst = _lines(spike, SPIKE_EVENTS) if analytics else []
         asyncio.run(_run(settings, status.bootstrap, valid, bad, rate, timeout, burst))
     except (BrokerError, WorkerError) as exc:
         fail(f"failed: {exc}", prefix="demo")
@@ -85,7 +105,7 @@ def demo(
         console.print("stopped: no process left behind")
 
 
-def _topic_names(settings) -> list[str]:
+def _topic_names(settings: Settings) -> list[str]:
     t = settings.topics
     names = [t.events, t.enriched, t.dlq, t.deferred]
     if settings.summaries.enabled or settings.alerts.enabled:
@@ -107,7 +127,7 @@ def demo_analytics_env(window_s: float) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in os.environ}
 
 
-def settings_or_exit_with(env: dict[str, str]):
+def settings_or_exit_with(env: dict[str, str]) -> Settings:
     """The settings the worker will see with `env` on top of ours (the demo reads the same topics)."""
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -122,7 +142,7 @@ def settings_or_exit_with(env: dict[str, str]):
 
 
 async def _produce_with_spike(
-    settings, bootstrap: str, stream: list[bytes], burst: list[bytes], rate: float, spike_sent: list[float]
+    settings: Settings, bootstrap: str, stream: list[bytes], burst: list[bytes], rate: float, spike_sent: list[float]
 ) -> None:
     """The sample stream at `rate`, then the planted spike in one burst at the start of a fresh window."""
     t = settings.topics
@@ -136,7 +156,7 @@ async def _produce_with_spike(
 
 
 async def _run(
-    settings,
+    settings: Settings,
     bootstrap: str,
     valid: list[bytes],
     bad: list[bytes],
@@ -157,10 +177,10 @@ async def _run(
         **security_kwargs_or_exit(settings),
     )
     await consumer.start()
-    enriched: list[dict] = []
-    dlq: list[dict] = []
+    enriched: list[dict[str, Any]] = []
+    dlq: list[dict[str, Any]] = []
     recent: list[str] = []
-    found: list[dict] = []  # summaries and alerts
+    found: list[dict[str, Any]] = []  # summaries and alerts
     spike_sent: list[float] = []
     t0 = time.time()
     burst = burst or []
@@ -200,9 +220,9 @@ async def _run(
 
 
 def _done(
-    enriched: list[dict],
-    dlq: list[dict],
-    found: list[dict],
+    enriched: list[dict[str, Any]],
+    dlq: list[dict[str, Any]],
+    found: list[dict[str, Any]],
     valid: list[bytes],
     bad: list[bytes],
     spike_sent: list[float],
@@ -219,7 +239,7 @@ def _done(
     return (spike_alert and waited > analytics_wait) or waited > analytics_wait + 10.0
 
 
-def _analytics_summary(found: list[dict]) -> None:
+def _analytics_summary(found: list[dict[str, Any]]) -> None:
     summaries = [d for d in found if "summary" in d]
     alerts = [d for d in found if "explanation" in d]
     console.rule("window summaries and alerts")
@@ -246,7 +266,12 @@ def _interleave(valid: list[bytes], bad: list[bytes]) -> list[bytes]:
 
 
 def _panel(
-    enriched: list[dict], dlq: list[dict], n_valid: int, n_bad: int, recent: list[str], found: list[dict] | None = None
+    enriched: list[dict[str, Any]],
+    dlq: list[dict[str, Any]],
+    n_valid: int,
+    n_bad: int,
+    recent: list[str],
+    found: list[dict[str, Any]] | None = None,
 ) -> Group:
     labels = Counter(d["analysis"]["label"] for d in enriched)
     head = Table.grid(padding=(0, 2))
@@ -259,7 +284,9 @@ def _panel(
     return Group(head, *recent, *latest)
 
 
-def _summary(enriched: list[dict], dlq: list[dict], n_valid: int, n_bad: int, t0: float, rate: float) -> None:
+def _summary(
+    enriched: list[dict[str, Any]], dlq: list[dict[str, Any]], n_valid: int, n_bad: int, t0: float, rate: float
+) -> None:
     console.rule("summary")
     by_label = Counter(d["analysis"]["label"] for d in enriched)
     hits = Counter(

@@ -24,7 +24,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard
 
 import orjson
 import typer
@@ -175,7 +175,7 @@ def decode_record(raw: bytes | None) -> DeadLetter | None:
     return None if cut is None else DeadLetter(letter.error_type, letter.key, letter.value, letter.headers, cut)
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -14,10 +14,10 @@ import typer
 
 from pipeline.cli.common import fail, settings_or_exit
 from pipeline.config import Settings
-from pipeline.model.base import ModelError, SmallModel
+from pipeline.model.base import Encoder, ModelError
 
 
-def load_models(settings: Settings, names: list[str]) -> dict[str, SmallModel]:
+def load_models(settings: Settings, names: list[str]) -> dict[str, Encoder]:
     from pipeline.model.loading import open_encoder
 
     return {name: open_encoder(settings.model, name) for name in names}

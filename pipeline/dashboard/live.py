@@ -44,7 +44,7 @@ def _bin_of(ms: float) -> int:
 
 def _bin_value(b: int) -> float:
     """The geometric middle of a bin, in ms."""
-    return LAT_BASE ** (b + 0.5)
+    return math.pow(LAT_BASE, b + 0.5)
 
 
 @dataclass(slots=True)

@@ -1,13 +1,14 @@
-"""Where the model runs: one small interface (load, encode/classify, generate) and its backends.
+"""Where the model runs: two small interfaces (Encoder, Generator), their backends, and the threads they run on.
 
-base.py        the interface every backend implements
+base.py        the interfaces: Encoder, Generator (what a backend implements), Embedder, TextGenerator (awaited)
+thread.py      ModelThread: one dedicated thread (optionally niced) that runs a model's calls off the event loop
+worker.py      ModelWorker (a classifier on its model thread), GeneratorWorker (a generator on its own)
 catalog.py     which models exist, where their built files live, how to load one
 onnx_encoder.py onnxruntime + tokenizers sentence encoder (CPU, or CUDA when onnxruntime-gpu finds a GPU)
 onnx_generator.py onnxruntime decoder with a KV cache: batched greedy generation (summaries)
 classifier.py  label prototypes from the taxonomy and scoring of embeddings
-worker.py      runs model calls on a dedicated thread, off the event loop
 server.py      `slmstream model-server`: one model process per host, batching across its workers (Unix socket)
-remote.py      a worker's client of that server: a drop-in for worker.py's ModelWorker
+remote.py      a worker's client of that server: an Encoder like the in-process ones
 wire.py        the server's frames: orjson headers, arrays as raw bytes, no pickle
 build.py       `slmstream models build`: export to ONNX and quantize, once, into the cache
 export_decoder.py the generator's export (GGUF → torch → ONNX with KV cache → 8-bit weights), build time only

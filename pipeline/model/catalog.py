@@ -10,10 +10,14 @@ import hashlib
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from pipeline.model.base import ModelError
+
+if TYPE_CHECKING:  # tokenizers loads only when a model does
+    from tokenizers import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -74,14 +78,14 @@ def model_dir(cache_dir: Path, name: str) -> Path:
     return cache_dir / name
 
 
-def read_manifest(cache_dir: Path, name: str) -> dict:
+def read_manifest(cache_dir: Path, name: str) -> dict[str, Any]:
     """The manifest of a built model, or a ModelError telling the user how to build it."""
     spec(name)
     path = model_dir(cache_dir, name) / "manifest.json"
     if not path.exists():
         raise ModelError(f"model {name!r} is not built in {cache_dir} (no {path.name}); run `slmstream models build`")
     try:
-        manifest = orjson.loads(path.read_bytes())
+        manifest: dict[str, Any] = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise ModelError(f"{path} is corrupt ({exc}); rebuild with `slmstream models build --force`") from exc
     for f in ("model.onnx", "tokenizer.json"):
@@ -113,7 +117,7 @@ def package_version(package: str) -> str:
     return importlib.metadata.version(package)
 
 
-def verified_hash(path: Path, manifest: dict) -> str:
+def verified_hash(path: Path, manifest: dict[str, Any]) -> str:
     """The content hash of `path/model.onnx`, after checking it against the manifest (ModelError if not)."""
     model_file = path / "model.onnx"
     content_hash = "sha256:" + file_sha256(model_file)[:16]
@@ -124,7 +128,7 @@ def verified_hash(path: Path, manifest: dict) -> str:
     return content_hash
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: Path) -> Tokenizer:
     """`path/tokenizer.json` as a tokenizers.Tokenizer (ModelError if unreadable)."""
     from tokenizers import Tokenizer
 

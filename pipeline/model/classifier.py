@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from pipeline.config import Label
-from pipeline.model.base import SmallModel
+from pipeline.model.base import Encoder
 from pipeline.output.records import Classification, ModelInfo
 
 UNKNOWN = "unknown"
@@ -22,12 +22,13 @@ def softmax(x: np.ndarray, temperature: float) -> np.ndarray:
     z = x / temperature
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probs
 
 
 class LabelClassifier:
     def __init__(
-        self, model: SmallModel, labels: Mapping[str, Label], *, min_confidence: float, temperature: float
+        self, model: Encoder, labels: Mapping[str, Label], *, min_confidence: float, temperature: float
     ) -> None:
         if len(labels) < 2:
             raise ValueError("a classifier needs at least two labels")

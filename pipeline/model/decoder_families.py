@@ -22,7 +22,7 @@ cache (a sliding layer's cache is not trimmed; the mask hides what is out of its
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.model.base import ModelError
@@ -144,7 +144,8 @@ def _fmt(text: str, *sentinels: str) -> str:
     return text
 
 
-def _common_prefix(a: str, b: str) -> int:
+def same_prefix(a: Sequence, b: Sequence) -> int:
+    """How many leading items (characters, token ids) `a` and `b` share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -198,8 +199,8 @@ def _split_system(rest: str, pre_u: str, user_only: str, post: str) -> dict:
                 return {"prefix": _fmt(prefix), "system": _fmt(system, _S), "user": _fmt(head) + "{content}"}
     # The template puts a default system message in when none is given (SmolLM2, Llama 3.1): the system
     # turn and the user head cannot be told apart, so render the default system text when none is given.
-    start = _common_prefix(rest, pre_u)
-    end = _common_prefix(rest[::-1], pre_u[::-1])
+    start = same_prefix(rest, pre_u)
+    end = same_prefix(rest[::-1], pre_u[::-1])
     if rest[start : len(rest) - end] == _S and start + end <= len(pre_u):
         default = pre_u[start : len(pre_u) - end]
         return {"prefix": "", "system": _fmt(rest, _S), "user": "{content}", "default_system": default}

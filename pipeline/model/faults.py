@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from pipeline.model.base import ModelError, SmallModel
+from pipeline.model.base import Encoder, ModelError
 
 FAIL_TOKEN_ENV = "SLMTEST_MODEL_FAIL_TOKEN"
 FAIL_TIMES_ENV = "SLMTEST_MODEL_FAIL_TIMES"
@@ -35,9 +35,9 @@ class InjectedModelFault(RuntimeError):
 
 
 class FailingModel:
-    """A `SmallModel` whose `encode` raises for texts containing `token` (the first `times` calls; None: all)."""
+    """An `Encoder` whose `encode` raises for texts containing `token` (the first `times` calls; None: all)."""
 
-    def __init__(self, model: SmallModel, token: str, times: int | None = None) -> None:
+    def __init__(self, model: Encoder, token: str, times: int | None = None) -> None:
         self.model, self.token, self.times = model, token, times
         self.failed = 0
         self.name = model.name
@@ -49,17 +49,14 @@ class FailingModel:
             raise InjectedModelFault(f"injected model fault #{self.failed} ({FAIL_TOKEN_ENV} is set)")
         return self.model.encode(texts)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        return self.model.generate(prompts, max_new_tokens)
-
     def __getattr__(self, name: str) -> Any:  # anything else a backend offers (provider, ...)
         return getattr(self.model, name)
 
 
 class SlowModel:
-    """A `SmallModel` whose `encode` first sleeps `seconds` for texts containing `token`."""
+    """An `Encoder` whose `encode` first sleeps `seconds` for texts containing `token`."""
 
-    def __init__(self, model: SmallModel, token: str, seconds: float) -> None:
+    def __init__(self, model: Encoder, token: str, seconds: float) -> None:
         self.model, self.token, self.seconds = model, token, seconds
         self.name = model.name
         self.content_hash = model.content_hash
@@ -69,14 +66,11 @@ class SlowModel:
             time.sleep(self.seconds)  # on the model thread, like a slow inference
         return self.model.encode(texts)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        return self.model.generate(prompts, max_new_tokens)
-
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
 
-def with_injected_faults(model: SmallModel, env: Mapping[str, str] = os.environ) -> SmallModel:
+def with_injected_faults(model: Encoder, env: Mapping[str, str] = os.environ) -> Encoder:
     """`model` itself, or a `FailingModel`/`SlowModel` around it when SLMTEST_MODEL_FAIL_TOKEN/_SLOW_TOKEN is set."""
     slow = env.get(SLOW_TOKEN_ENV)
     if slow:

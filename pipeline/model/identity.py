@@ -11,13 +11,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.model.base import ModelError
-
 IDENTITY = "identity"
 
 
 class IdentityEncoder:
-    """`SmallModel.encode` that costs one array allocation per batch."""
+    """An `Encoder` that costs one array allocation per batch."""
 
     name = IDENTITY
     content_hash = "sha256:identity"
@@ -30,6 +28,3 @@ class IdentityEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.broadcast_to(self._unit, (len(texts), self.dim))
-
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        raise ModelError("the identity model does not generate text")

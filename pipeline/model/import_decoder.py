@@ -169,20 +169,9 @@ def import_checkpoint(
 
 def export_checkpoint(source: Path, work: Path, *, quantize: str = "int8", chat_template: str | None = None) -> dict:
     """HF checkpoint → `work/model.onnx` + `work/tokenizer.json`, checked against torch fp32; the manifest facts."""
-    from pipeline.model.export_decoder import (
-        CHECK_NEW_TOKENS,
-        CHECK_PROMPTS,
-        CHECK_SYSTEM,
-        check_against_torch,
-        export_decoder,
-        quantize_decoder,
-        rename_dims,
-        save_onnx,
-        torch_greedy,
-    )
+    from pipeline.model.export_decoder import CHECK_PROMPTS, CHECK_SYSTEM, checked_prompt_ids, export_and_check
 
     try:
-        import onnx
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     except ImportError as exc:
@@ -215,10 +204,7 @@ def export_checkpoint(source: Path, work: Path, *, quantize: str = "int8", chat_
     )
 
     prompts = [render_prompt(template, CHECK_SYSTEM, p) for p in CHECK_PROMPTS]
-    prompt_ids = [tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
-    for ids, text in zip(prompt_ids, prompts, strict=True):
-        if ids != hf_tokenizer(text, add_special_tokens=False)["input_ids"]:
-            raise ModelError("tokenizer.json does not tokenize like the checkpoint's own tokenizer")
+    prompt_ids = checked_prompt_ids(tokenizer, hf_tokenizer, prompts)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             # eager: the reference semantics (sdpa skips Gemma 2's attention soft-capping)
@@ -231,27 +217,17 @@ def export_checkpoint(source: Path, work: Path, *, quantize: str = "int8", chat_
         raise ModelError(f"cannot load the checkpoint in {source}: {exc}") from exc
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     shape = DecoderShape(config.num_hidden_layers, config.num_key_value_heads, head_dim)
-    reference = [torch_greedy(model, ids, CHECK_NEW_TOKENS, stop_ids) for ids in prompt_ids]
-    fp32 = work / "fp32.onnx"
-    export_decoder(model, fp32)
-    rename_dims(fp32, shape.n_layers)
-    windows = sliding_windows(config)
-    del model
-    if quantize == "int8":
-        quantize_decoder(fp32, work / "model.onnx")
-    else:
-        save_onnx(onnx.load(str(fp32)), work / "model.onnx")  # weights inline, or in model.onnx.data if large
-    for extra in work.glob("fp32.onnx*"):
-        extra.unlink()
-    checks = check_against_torch(
-        make_session(work / "model.onnx", threads=2),
+    checks = export_and_check(
+        model,
+        work,
         shape,
         prompt_ids,
-        reference,
-        stop_ids=set(stop_ids),
+        stop_ids=stop_ids,
         pad_id=pad_id,
         decode=tokenizer.decode,
+        int8=quantize == "int8",
     )
+    windows = sliding_windows(config)
     min_cosine = min(c["first_logits_cosine"] for c in checks)
     if min_cosine < MIN_COSINE[quantize]:
         raise ModelError(
@@ -313,8 +289,9 @@ def describe_onnx_export(
     eos_ids += as_id_list(config.get("eos_token_id"))
     eos_token = tok_config.get("eos_token")
     eos_token = eos_token.get("content") if isinstance(eos_token, dict) else eos_token
-    if eos_token and tokenizer.token_to_id(eos_token) is not None:
-        eos_ids.append(tokenizer.token_to_id(eos_token))
+    eos_token_id = tokenizer.token_to_id(eos_token) if eos_token else None
+    if eos_token_id is not None:
+        eos_ids.append(eos_token_id)
     stop_ids = stop_token_ids(eos_ids, template, _special_ids(tokenizer))
     if not stop_ids:
         raise ModelError("no stop token found (genai_config.json / generation_config.json / config.json eos_token_id)")

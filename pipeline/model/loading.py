@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from pipeline.config import ModelSettings
-from pipeline.model.base import SmallModel
+from pipeline.model.base import Encoder
 from pipeline.model.identity import IDENTITY, IdentityEncoder
 
 
-def open_encoder(m: ModelSettings, name: str) -> SmallModel:
+def open_encoder(m: ModelSettings, name: str) -> Encoder:
     """The encoder `name` from the cache (or the identity model, which has no files); ModelError if missing."""
     if name == IDENTITY:  # no inference: measures the pipeline itself (pipeline/model/identity.py)
         return IdentityEncoder()

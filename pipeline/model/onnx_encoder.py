@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -70,7 +71,7 @@ def choose_providers(preference: str) -> list[str]:
 
 
 class OnnxEncoder:
-    """`SmallModel.encode` for the encoders that `slmstream models build` writes."""
+    """An `Encoder` (base.py) for the encoders that `slmstream models build` writes."""
 
     def __init__(
         self,
@@ -164,13 +165,14 @@ class OnnxEncoder:
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         if self.io_binding:
             self._run_bound(ids, order, out)
-            return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            return _unit_rows(out)
         for start in range(0, len(order), self.sub_batch):
             chunk = order[start : start + self.sub_batch]
             out[chunk] = self._run(self._pad([ids[i] for i in chunk]))
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return _unit_rows(out)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        out: np.ndarray
         (out,) = self._session.run([self._output], feeds)
         if not self._pooled:  # token states → mean over real tokens
             mask = feeds["attention_mask"][..., None].astype(np.float32)
@@ -180,7 +182,7 @@ class OnnxEncoder:
     def _run_bound(self, ids: list[list[int]], order: list[int], out: np.ndarray) -> None:
         """The sorted sub-batches with IO binding: inputs copied to the device once each, outputs left on the
         device until every sub-batch ran, then one copy back each (the runs are not held up by copies)."""
-        pending: list[tuple[list[int], object, np.ndarray]] = []
+        pending: list[tuple[list[int], Any, np.ndarray]] = []  # Any: onnxruntime's IOBinding (untyped)
         for start in range(0, len(order), self.sub_batch):
             chunk = order[start : start + self.sub_batch]
             feeds = self._pad([ids[i] for i in chunk])
@@ -191,18 +193,21 @@ class OnnxEncoder:
             self._session.run_with_iobinding(binding)
             pending.append((chunk, binding, feeds["attention_mask"]))
         for chunk, binding, mask in pending:
-            (value,) = binding.get_outputs()  # type: ignore[attr-defined]
+            (value,) = binding.get_outputs()
             rows = value.numpy()
             if not self._pooled:
                 m = mask[..., None].astype(np.float32)
                 rows = (rows * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
             out[chunk] = rows
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        raise ModelError(f"{self.name} is an encoder; it does not generate text")
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero)."""
+    unit: np.ndarray = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    return unit
 
 
-def _with_options(providers: list[str], path: Path) -> list:
+def _with_options(providers: list[str], path: Path) -> Sequence[str | tuple[str, dict[str, Any]]]:
     """TensorRT gets fp16 and an engine cache next to the model (an engine takes a while to build per shape)."""
     if providers[0] != "TensorrtExecutionProvider":
         return providers

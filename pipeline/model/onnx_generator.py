@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import orjson
 import structlog
 
-from pipeline.model.base import ModelError
+from pipeline.model.base import GenerationStats, ModelError
 from pipeline.model.catalog import CATALOG, file_sha256, load_tokenizer, model_dir, read_manifest
 from pipeline.model.onnx_encoder import choose_providers
 
@@ -34,25 +35,6 @@ log = structlog.get_logger(__name__)
 # brackets and whitespace). "1." / "3.5" (a digit right before the period) is not a sentence end.
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)\]]*\s*$")
 _NUMBERED = re.compile(r"\d\.\s*$")
-
-
-@dataclass
-class GenerationStats:
-    """What the last `generate` call did: enough for a benchmark to report tokens per second."""
-
-    prompts: int = 0
-    batches: int = 0
-    prompt_tokens: int = 0  # real prompt tokens (no padding)
-    new_tokens: int = 0
-    prefill_s: float = 0.0
-    decode_s: float = 0.0  # every decode step after the prefill
-    total_s: float = 0.0  # including tokenization and detokenization
-
-    @property
-    def decode_tok_per_s(self) -> float:
-        """New tokens after the first of each row (the prefill produces the first) per decode second."""
-        steps = self.new_tokens - self.prompts
-        return steps / self.decode_s if self.decode_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +53,7 @@ class DecoderShape:
     use_cache_branch: bool = False  # optimum's merged decoders: a bool input, True once there is a past
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> DecoderShape:
+    def from_manifest(cls, manifest: dict[str, Any]) -> DecoderShape:
         io = manifest.get("io", {})
         return cls(
             manifest["n_layers"],
@@ -95,7 +77,7 @@ class DecoderShape:
         empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
         return dict.fromkeys(self.past_names(), empty)
 
-    def run(self, session, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """(next-token logits [batch, vocab] float32, presents) of one call; position ids are dropped for a
         graph that does not take them, and all-position logits [batch, seq, vocab] are cut to the last."""
         if not self.position_ids:
@@ -131,10 +113,10 @@ def greedy_decode(
     width = max(len(p) for p in prompt_ids)
     input_ids = np.full((n, width), pad_id, dtype=np.int64)
     mask = np.zeros((n, width), dtype=np.int64)
-    for row, ids in enumerate(prompt_ids):
+    for i, ids in enumerate(prompt_ids):
         if ids:
-            input_ids[row, width - len(ids) :] = ids
-            mask[row, width - len(ids) :] = 1
+            input_ids[i, width - len(ids) :] = ids
+            mask[i, width - len(ids) :] = 1
     position_ids = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     past_names = shape.past_names()
     feeds = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
@@ -147,12 +129,13 @@ def greedy_decode(
     while True:
         next_ids = logits.argmax(axis=-1)
         keep = []
-        for r, row in enumerate(active):
+        for r, original in enumerate(active):
             token = int(next_ids[r])
             if token in stop_ids:
                 continue
-            out[row].append(token)
-            if len(out[row]) >= max_new_tokens or (stop is not None and stop(out[row])):
+            tokens = out[original]
+            tokens.append(token)
+            if len(tokens) >= max_new_tokens or (stop is not None and stop(tokens)):
                 continue
             keep.append(r)
         if not keep:
@@ -179,7 +162,7 @@ def greedy_decode(
     return out
 
 
-def render_prompt(template: dict, system: str | None, user: str) -> str:
+def render_prompt(template: dict[str, Any], system: str | None, user: str) -> str:
     """One system + user turn in the model's chat format, ending where the assistant's answer starts.
 
     Template facts (decoder_families.py derives them from a checkpoint's jinja template): `system`, `user`
@@ -197,7 +180,8 @@ def render_prompt(template: dict, system: str | None, user: str) -> str:
             text += template["system"].format(content=system)
         else:  # e.g. Gemma: no system role; the system text goes in front of the user message
             user = f"{system}{template.get('system_separator', chr(10) * 2)}{user}"
-    return text + template["user"].format(content=user) + template["assistant_prefix"]
+    rendered: str = text + template["user"].format(content=user) + template["assistant_prefix"]
+    return rendered
 
 
 def make_session(model_file: Path, *, threads: int, provider: str = "cpu") -> ort.InferenceSession:
@@ -211,7 +195,7 @@ def make_session(model_file: Path, *, threads: int, provider: str = "cpu") -> or
 
 
 class OnnxGenerator:
-    """`SmallModel.generate` for the generators that `slmstream models build` writes."""
+    """A `Generator` (base.py) for the generators that `slmstream models build` writes."""
 
     def __init__(
         self,
@@ -228,14 +212,13 @@ class OnnxGenerator:
         self.name: str = manifest["name"]
         self.manifest = manifest
         self.shape = DecoderShape.from_manifest(manifest)
-        self.template: dict = manifest["chat_template"]
+        self.template: dict[str, Any] = manifest["chat_template"]
         self.system_prompt = system_prompt if system_prompt is not None else manifest.get("default_system")
         self.stop_ids: set[int] = set(manifest["stop_token_ids"])
         self.pad_id = int(manifest["pad_token_id"])
         self.max_batch = max_batch if self.shape.left_padding else 1
         self.max_prompt_tokens = min(max_prompt_tokens, int(manifest.get("context_length", max_prompt_tokens)))
         self.min_sentence_tokens = min_sentence_tokens
-        self.last_stats = GenerationStats()
 
         model_file = path / manifest.get("model_file", "model.onnx")
         self.content_hash = _verified_hash(model_file, manifest)
@@ -254,9 +237,6 @@ class OnnxGenerator:
         self.provider = self._session.get_providers()[0]
         log.info("model_loaded", model=self.name, provider=self.provider, threads=threads, hash=self.content_hash)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        raise ModelError(f"{self.name} is a generator; it does not encode text (use an encoder model)")
-
     def format_prompt(self, user: str, system: str | None = None) -> str:
         return render_prompt(self.template, system if system is not None else self.system_prompt, user)
 
@@ -272,16 +252,25 @@ class OnnxGenerator:
                 )
         return ids
 
+    def count_tokens(self, prompt: str) -> int:
+        """Tokens of the chat prompt for `prompt` (ModelError when it is longer than the model takes)."""
+        return len(self.tokenize([prompt])[0])
+
     def _stops_at_sentence_end(self, tokens: list[int]) -> bool:
         if len(tokens) < self.min_sentence_tokens or not self._sentence_end[tokens[-1]]:
             return False
         return not _NUMBERED.search(self._tokenizer.decode(tokens[-3:]))
 
     def generate_ids(
-        self, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int, stop_at_sentence_end: bool = True
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        stop_at_sentence_end: bool = True,
+        *,
+        stats: GenerationStats | None = None,
     ) -> list[list[int]]:
-        """Greedy continuations of tokenized prompts: sorted by length, in batches of `max_batch`."""
-        stats = GenerationStats()
+        """Greedy continuations of tokenized prompts: sorted by length, in batches of `max_batch`; what the calls
+        did is added to `stats`."""
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         out: list[list[int]] = [[] for _ in prompt_ids]
         stop = self._stops_at_sentence_end if stop_at_sentence_end else None
@@ -299,7 +288,6 @@ class OnnxGenerator:
             )
             for i, tokens in zip(chunk, results, strict=True):
                 out[i] = tokens
-        self.last_stats = stats
         return out
 
     def generate(
@@ -308,20 +296,21 @@ class OnnxGenerator:
         max_new_tokens: int,
         stop_at_sentence_end: bool = True,
         system: str | None = None,
-    ) -> list[str]:
-        """Greedy answers to `prompts` (user messages; `system` defaults to the generator's system prompt)."""
+    ) -> tuple[list[str], GenerationStats]:
+        """Greedy answers to `prompts` (user messages; `system` defaults to the generator's system prompt), and
+        what the call did."""
         t0 = time.perf_counter()
+        stats = GenerationStats()
         if not prompts:
-            self.last_stats = GenerationStats()
-            return []
+            return [], stats
         ids = self.tokenize(prompts, system)
-        tokens = self.generate_ids(ids, max_new_tokens, stop_at_sentence_end)
+        tokens = self.generate_ids(ids, max_new_tokens, stop_at_sentence_end, stats=stats)
         texts = [t.strip() for t in self._tokenizer.decode_batch(tokens, skip_special_tokens=True)]
-        self.last_stats.total_s = time.perf_counter() - t0
-        return texts
+        stats.total_s = time.perf_counter() - t0
+        return texts, stats
 
 
-def read_generator_manifest(path: Path) -> dict:
+def read_generator_manifest(path: Path) -> dict[str, Any]:
     """The manifest of the generator directory `path` (a catalog build, an import, or a ready ONNX export
     with a manifest written by `slmstream models import-decoder`); ModelError saying what to run if not."""
     if path.parent.name and path.name in CATALOG:
@@ -359,7 +348,7 @@ GENERATOR_MANIFEST_KEYS = (
 )
 
 
-def _verified_hash(model_file: Path, manifest: dict) -> str:
+def _verified_hash(model_file: Path, manifest: dict[str, Any]) -> str:
     """sha256 of the graph file (for an export with external data: of the graph, not the weights file)."""
     content_hash = "sha256:" + file_sha256(model_file)[:16]
     if manifest.get("sha256") and not content_hash.startswith("sha256:" + manifest["sha256"][:16]):
@@ -391,7 +380,7 @@ def generator_dir(cache_dir: Path, name_or_path: str | Path) -> Path:
 
 
 def load_generator(
-    cache_dir: Path, name: str | Path, *, threads: int, provider: str = "cpu", **kwargs
+    cache_dir: Path, name: str | Path, *, threads: int, provider: str = "cpu", **kwargs: Any
 ) -> OnnxGenerator:
     """The generator named by a catalog name, an imported model's name, or a model directory path."""
     return OnnxGenerator(generator_dir(cache_dir, name), threads=threads, provider=provider, **kwargs)

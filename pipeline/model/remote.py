@@ -1,6 +1,6 @@
-"""A worker's side of the model server (pipeline/model/server.py): a drop-in for the in-process ModelWorker.
+"""A worker's side of the model server (pipeline/model/server.py): an `Encoder` like any other.
 
-    scheduler ─classify(texts)→ RemoteModelWorker (its thread: LabelClassifier) ─encode→ RemoteEncoder
+    scheduler ─classify(texts)→ ModelWorker (its thread: LabelClassifier) ─encode→ RemoteEncoder
         ─frame→ Unix socket ─→ model server (batches across the host's workers) ─rows→ scores here
 
 The server only encodes. The label prototypes live here: at start the worker encodes its own taxonomy through
@@ -243,7 +243,7 @@ class ModelServerClient:
 
 
 class RemoteEncoder:
-    """`SmallModel` over the model server. `encode` blocks its (non-loop) thread on the worker's event loop,
+    """An `Encoder` (base.py) over the model server. `encode` blocks its (non-loop) thread on the worker's event loop,
     which does the I/O; `encode_async` is the same call for code on the loop."""
 
     def __init__(self, client: ModelServerClient, name: str, info: dict[str, Any], loop: asyncio.AbstractEventLoop):
@@ -270,36 +270,24 @@ class RemoteEncoder:
             future.cancel()
             raise ModelServerUnavailable(f"no reply from the model server on {self.client.path}") from None
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        raise ModelError(f"{self.name} is served as an encoder; the model server does not generate text")
-
-
-class RemoteModelWorker(ModelWorker):
-    """ModelWorker whose classifier's model is the model server: same `classify(texts) -> (results, seconds)`.
-
-    `seconds` is the round trip this worker sees (server queue + model + transport): what its deadline
-    planning has to budget for, since batches of other workers may be ahead of its own.
-    """
-
-    def __init__(self, classifier: LabelClassifier, client: ModelServerClient, name: str = "model") -> None:
-        super().__init__(classifier, name)
-        self.client = client
-
 
 async def connect_remote_worker(
     settings: Settings, model: str, client: ModelServerClient, *, name: str = "model"
-) -> RemoteModelWorker:
-    """Ask the server for `model`, encode this worker's taxonomy through it, and wrap it like a ModelWorker."""
+) -> ModelWorker:
+    """Ask the server for `model`, encode this worker's taxonomy through it, and run its classifier on a model
+    thread like an in-process one. Its `classify` seconds are then the round trip this worker sees (server
+    queue + model + transport): what its deadline planning has to budget for, since batches of other workers
+    may be ahead of its own."""
     info = await client.model_info(model)
     encoder = RemoteEncoder(client, model, info, asyncio.get_running_loop())
     c = settings.classifier
     classifier = await asyncio.to_thread(
         LabelClassifier, encoder, settings.labels, min_confidence=c.min_confidence, temperature=c.temperature
     )
-    return RemoteModelWorker(classifier, client, name)
+    return ModelWorker(classifier, name)
 
 
-async def connect_workers(settings: Settings) -> tuple[RemoteModelWorker, RemoteModelWorker | None]:
+async def connect_workers(settings: Settings) -> tuple[ModelWorker, ModelWorker | None]:
     """The primary (and, for late_policy=degrade, the fallback) model, both over one connection."""
     m = settings.model
     assert m.server_socket is not None

@@ -28,11 +28,10 @@ import os
 import socket
 import stat
 import struct
-import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,8 @@ import numpy as np
 import structlog
 
 from pipeline.config import MAX_SOCKET_PATH_BYTES
-from pipeline.model.base import SmallModel
+from pipeline.model.base import Encoder
+from pipeline.model.thread import ModelThread
 from pipeline.model.wire import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -145,7 +145,8 @@ def peer_uid(sock: socket.socket | None) -> int | None:
     if sock is None or not hasattr(socket, "SO_PEERCRED"):
         return None
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    uid: int = struct.unpack("3i", creds)[1]  # (pid, uid, gid)
+    return uid
 
 
 # ---- requests and batching --------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class ModelServer:
 
     def __init__(
         self,
-        models: Mapping[str, SmallModel],
+        models: Mapping[str, Encoder],
         *,
         max_batch: int = 64,
         max_frame_bytes: int = MAX_FRAME_BYTES,
@@ -192,7 +193,7 @@ class ModelServer:
         self.stats = ServerStats()
         self._pending: deque[_Request] = deque()
         self._wake = asyncio.Event()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-server")
+        self._model_thread = ModelThread("model-server")
         self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.AbstractServer | None = None
@@ -237,7 +238,7 @@ class ModelServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
         # the model call in flight ends on its own; wait for it off the loop
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        await self._model_thread.aclose()
         if self._path is not None:
             # only our own file: a server started after us on the same path keeps its socket
             with contextlib.suppress(FileNotFoundError):
@@ -335,7 +336,8 @@ class ModelServer:
         if not self._pending:
             return []
         first = self._pending.popleft()
-        taken, size, keep = [first], len(first.texts), deque()
+        taken, size = [first], len(first.texts)
+        keep: deque[_Request] = deque()
         while self._pending:
             r = self._pending.popleft()
             if r.conn.closed:
@@ -349,7 +351,6 @@ class ModelServer:
         return taken
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
                 self._wake.clear()
@@ -360,7 +361,7 @@ class ModelServer:
             model = self.models[batch[0].model]
             texts = [t for r in batch for t in r.texts]
             try:
-                embeddings, seconds = await loop.run_in_executor(self._pool, _timed_encode, model, texts)
+                embeddings, seconds = await self._model_thread.timed(partial(_encode, model, texts))
             except Exception as exc:
                 if len(batch) == 1:
                     _fail(batch[0], exc)
@@ -369,7 +370,7 @@ class ModelServer:
                 log.warning("model_server_merged_call_failed", requests=len(batch), error=repr(exc))
                 for r in batch:
                     try:
-                        emb, secs = await loop.run_in_executor(self._pool, _timed_encode, model, r.texts)
+                        emb, secs = await self._model_thread.timed(partial(_encode, model, r.texts))
                     except Exception as exc1:
                         _fail(r, exc1)
                     else:
@@ -405,12 +406,11 @@ class RequestError(Exception):
     """A request this server will not run (unknown op or model, bad texts); sent back to the client."""
 
 
-def _timed_encode(model: SmallModel, texts: list[str]) -> tuple[np.ndarray, float]:
-    t0 = time.perf_counter()
+def _encode(model: Encoder, texts: list[str]) -> np.ndarray:
     out = np.asarray(model.encode(texts), dtype=np.float32)
     if out.shape[0] != len(texts):
         raise RuntimeError(f"model returned {out.shape[0]} rows for {len(texts)} texts")
-    return out, time.perf_counter() - t0
+    return out
 
 
 def _fail(r: _Request, exc: Exception) -> None:

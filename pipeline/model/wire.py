@@ -76,7 +76,7 @@ def array_meta(array: np.ndarray) -> tuple[dict[str, Any], memoryview]:
     dtype = a.dtype.str
     if dtype not in ARRAY_DTYPES:
         raise ValueError(f"dtype {dtype} is not sent over the wire (allowed: {sorted(ARRAY_DTYPES)})")
-    return {"dtype": dtype, "shape": list(a.shape)}, memoryview(a.reshape(-1)).cast("B")
+    return {"dtype": dtype, "shape": list(a.shape)}, a.reshape(-1).data.cast("B")
 
 
 def decode_array(header: dict[str, Any], body: bytes) -> np.ndarray:

@@ -1,18 +1,21 @@
-"""Runs model calls on one dedicated thread, so the event loop never blocks on the model.
+"""What the loops await: a model's calls on its own model thread (thread.py).
 
-One thread, not a pool: onnxruntime already uses its intra-op threads for one call, and calls in parallel
-would only fight over the same cores.
+    ModelWorker      a LabelClassifier (over any Encoder: in process or the model server) on its thread:
+                     `classify(texts) -> (results, seconds on the thread)` for the batch scheduler
+    GeneratorWorker  a Generator loaded and run on its own lower-priority thread: a TextGenerator for the
+                     analytics runner
+
+`close()` stops the thread without blocking (the call in flight finishes); `aclose()` also waits for it to end.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from pipeline.model.base import GenerationStats, Generator
 from pipeline.model.classifier import LabelClassifier
+from pipeline.model.thread import ModelThread
 from pipeline.output.records import Classification
 
 R = TypeVar("R")
@@ -21,20 +24,48 @@ R = TypeVar("R")
 class ModelWorker:
     def __init__(self, classifier: LabelClassifier, name: str = "model") -> None:
         self.classifier = classifier
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.thread = ModelThread(name)
 
     async def run(self, fn: Callable[[], R]) -> tuple[R, float]:
         """Run `fn` on the model thread; return its result and the seconds it took there."""
-
-        def timed() -> tuple[R, float]:
-            t0 = time.perf_counter()
-            result = fn()
-            return result, time.perf_counter() - t0
-
-        return await asyncio.get_running_loop().run_in_executor(self._pool, timed)
+        return await self.thread.timed(fn)
 
     async def classify(self, texts: Sequence[str]) -> tuple[list[Classification], float]:
-        return await self.run(lambda: self.classifier.classify(texts))
+        return await self.thread.timed(lambda: self.classifier.classify(texts))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.thread.close()
+
+    async def aclose(self) -> None:
+        await self.thread.aclose()
+
+
+class GeneratorWorker:
+    def __init__(self, name: str = "generator", *, nice: int = 10) -> None:
+        self.thread = ModelThread(name, nice=nice)
+        self.generator: Generator | None = None
+        self.name = ""
+        self.max_batch = 1
+
+    async def load(self, load: Callable[[], Generator]) -> GeneratorWorker:
+        """Load the generator on this worker's thread (its onnxruntime threads inherit the thread's priority)."""
+        self.generator = await self.thread.call(load)
+        self.name = self.generator.name
+        self.max_batch = self.generator.max_batch
+        return self
+
+    def count_tokens(self, prompt: str) -> int:
+        """Prompt tokens in the chat format (the tokenizer is thread-safe: called on the loop's thread)."""
+        assert self.generator is not None, "load() first"
+        return self.generator.count_tokens(prompt)
+
+    async def generate(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[str], GenerationStats]:
+        generator = self.generator
+        assert generator is not None, "load() first"
+        return await self.thread.call(lambda: generator.generate(list(prompts), max_new_tokens))
+
+    def close(self) -> None:
+        self.thread.close()
+
+    async def aclose(self) -> None:
+        await self.thread.aclose()

@@ -45,4 +45,5 @@ class ProducerSink:
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Headers | None = None) -> Awaitable[Any]:
         producer = aiokafka_producer(self.app.producer)
-        return await producer.send(topic, value, key=key, headers=headers)
+        delivered: Awaitable[Any] = await producer.send(topic, value, key=key, headers=headers)
+        return delivered

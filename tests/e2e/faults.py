@@ -27,12 +27,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from pipeline.worker_process import WorkerProcess
-from tests.e2e.conftest import MODELS, PARTITIONS, ROOT, Topics, free_port
+from tests.e2e.conftest import CONFIG, MODELS, PARTITIONS, ROOT, Topics, free_port
 
-DATA = ROOT / "data"
-MAX_BATCH = 32  # config/slmstream.yaml batching.max_batch
-COMMIT_INTERVAL_S = 1.0  # pipeline/faust_app.py broker_commit_interval
-BUDGET_MS = 250.0  # config/slmstream.yaml batching.budget_ms
+DATA = ROOT / "pipeline" / "samples"
+# Faust's broker_commit_interval as pipeline/faust_app.py sets it (a Faust app option, not a setting of ours).
+# Batching limits are not copied here: read them with tests.e2e.conftest.worker_settings(**env).
+COMMIT_INTERVAL_S = 1.0
 
 
 def sample_texts() -> list[str]:
@@ -42,11 +42,13 @@ def sample_texts() -> list[str]:
 # ---- producing ---------------------------------------------------------------------------------------------
 class StreamProducer:
     """Send up to `n` events `{tag}-{i:06d}` at `rate`/s from a background thread (`halt()` stops it
-    early); each event's `ts` is its send time."""
+    early); each event's `ts` is its send time (minus `age_s`: events that are late when they are sent)."""
 
-    def __init__(self, bootstrap: str, topic: str, tag: str, n: int, rate: float, partitions: int = 4) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, tag: str, n: int, rate: float, partitions: int = 4, age_s: float = 0.0
+    ) -> None:
         self.bootstrap, self.topic, self.tag, self.n, self.rate = bootstrap, topic, tag, n, rate
-        self.partitions = partitions
+        self.partitions, self.age_s = partitions, age_s
         self.sent: dict[str, float] = {}  # id -> wall time it was handed to the producer
         self.where: dict[str, tuple[int, int]] = {}  # id -> (partition, offset) on the input topic
         self.started_at = self.finished_at = 0.0
@@ -103,7 +105,7 @@ class StreamProducer:
                 doc = {
                     "id": self.event_id(i),
                     "text": self._texts[i % len(self._texts)],
-                    "ts": int(now * 1000),
+                    "ts": int((now - self.age_s) * 1000),
                     "source": "faults",
                     "key": f"k-{i % 97}",
                 }
@@ -278,7 +280,7 @@ class WorkerPool:
         n = len(self.workers)
         w = WorkerProcess(
             {
-                "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml"),
+                "SLMSTREAM_CONFIG": str(CONFIG),
                 "SLMSTREAM_BROKER": self.broker_url,
                 "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
                 "SLMSTREAM_LOG_FORMAT": "json",

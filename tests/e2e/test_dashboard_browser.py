@@ -120,7 +120,7 @@ async def screenshot(page: Any, name: str) -> Path:
 
 
 def sample_events(n: int, tag: str) -> list[bytes]:
-    lines = (ROOT / "data" / "sample_events.jsonl").read_bytes().splitlines()[:n]
+    lines = (ROOT / "pipeline" / "samples" / "sample_events.jsonl").read_bytes().splitlines()[:n]
     out = []
     for line in lines:
         doc = orjson.loads(line)
@@ -137,12 +137,18 @@ def test_dashboard_shows_the_running_pipeline(broker, topics, start_worker, tmp_
     events = sample_events(240, topics.uid)
 
     async def scenario() -> tuple[dict[str, int], Counter[str]]:
-        sending = asyncio.ensure_future(produce(broker.bootstrap, topics.events, events, rate=40))  # ~6 s
         async with open_browser(tmp_path / "chromium-profile") as context:
             page = await context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(f"{worker.url}/dashboard")
+            # The page is up and polling before the first event is sent, so however long the browser took to
+            # start, the events flow while it watches (the rate headline covers only the last 10 s).
+            await page.wait_for_function(
+                "() => document.getElementById('status').textContent === 'live'", timeout=WAIT_MS
+            )
+            assert await number(page, "events-total") == 0
+            sending = asyncio.ensure_future(produce(broker.bootstrap, topics.events, events, rate=40))  # ~6 s
             # While events flow: a rate, latency percentiles, a chart.
             await page.wait_for_function(
                 "() => parseFloat(document.getElementById('events-per-s').textContent) > 0", timeout=WAIT_MS
@@ -164,7 +170,12 @@ def test_dashboard_shows_the_running_pipeline(broker, topics, start_worker, tmp_
                 f"() => document.getElementById('events-total').textContent.replace(/,/g, '') === '{len(events)}'",
                 timeout=WAIT_MS,
             )
-            await page.wait_for_timeout(1500)  # one more poll, so the chart is drawn from the same snapshot
+            # The legend is drawn from a later poll than the total may be: wait until it holds every event.
+            await page.wait_for_function(
+                "() => [...document.querySelectorAll('[data-testid=legend-item] .rec-meta')]"
+                f".reduce((n, e) => n + parseInt(e.textContent.replace(/,/g, '')), 0) === {len(events)}",
+                timeout=WAIT_MS,
+            )
             shown = await legend_counts(page)
             bars = await page.locator("#label-mix-chart rect[data-label]").count()
             assert bars >= len(labels)
@@ -190,9 +201,10 @@ def window(start_s: float, end_s: float) -> WindowBounds:
 @pytest.fixture
 def planted_live() -> live.LiveState:
     """A live state with traffic in the last minute, an alert, a stats record and two summaries, one hostile
-    (records shaped as schemas/types.py says the analytics code makes them)."""
-    state = live.LiveState()
+    (records shaped as schemas/types.py says the analytics code makes them), seen at a frozen instant: what the
+    page shows does not depend on how long the browser takes to start (the rate headline covers only 10 s)."""
     now = time.time()
+    state = live.LiveState(clock=lambda: now)
     for i in range(300):
         label = "outage" if i % 3 else "billing"
         state.observe_enriched(label, 20.0 + i % 50, now - 30 + i / 10)

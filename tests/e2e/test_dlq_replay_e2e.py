@@ -20,8 +20,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord, RecordMetadata
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -29,11 +29,10 @@ from pipeline.cli.dlq import REPLAYED_FROM_HEADER
 from pipeline.model.faults import FAIL_TOKEN_ENV
 from pipeline.output.records import DLQ_MAX_VALUE_BYTES, dlq_record
 from schemas import Origin
-from tests.e2e.conftest import ROOT, collect
+from tests.e2e.conftest import MIB, ROOT, collect, read_raw
 
 pytestmark = pytest.mark.e2e
 
-MIB = 2**20
 POISON = "slmtest-poison-dlq-replay"  # the fault hook's token: a model call on a text holding it fails
 BIG_KEY = b"big-key"
 BIG_HEADERS = [("trace", b"\x00\xffid"), ("empty", None)]
@@ -51,28 +50,6 @@ async def send(bootstrap: str, topic: str, messages: list[tuple[bytes | None, by
         return [await (await producer.send(topic, v, key=k, headers=h)) for k, v, h in messages]
     finally:
         await producer.stop()
-
-
-async def read_all(bootstrap: str, topic: str, until: int, timeout: float) -> list[ConsumerRecord]:
-    """Every record of `topic` from the start, once at least `until` are there (or at `timeout`)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        max_partition_fetch_bytes=16 * MIB,
-    )
-    await consumer.start()
-    got: list[ConsumerRecord] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(got) < until and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                got.extend(records)
-    finally:
-        await consumer.stop()
-    return got
 
 
 def unb64(v: str | None) -> bytes | None:
@@ -146,7 +123,7 @@ def test_replay_after_recovery_enriches_and_sends_cut_values_whole(
     o = again[0]["original"]
     assert o["value_sha256"] == hashlib.sha256(big).hexdigest() and o["value_bytes"] == len(big)
 
-    events = asyncio.run(read_all(bootstrap, topics.events, 4, timeout=30))
+    events = asyncio.run(read_raw(bootstrap, topics.events, 4, timeout=30, grace=0))
     replayed = [r for r in events if any(n == REPLAYED_FROM_HEADER for n, _ in r.headers)]
     big_again = [r for r in replayed if r.key == BIG_KEY]
     assert len(replayed) == 2 and len(big_again) == 1

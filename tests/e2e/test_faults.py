@@ -37,10 +37,9 @@ from pipeline.broker import EmbeddedBroker
 from pipeline.ingest.reader import classify_group
 from pipeline.kafka_client import ensure_topics
 from pipeline.model.faults import FAIL_TIMES_ENV, FAIL_TOKEN_ENV
-from tests.e2e.conftest import PARTITIONS, Topics, collect, free_port, produce
+from tests.e2e.conftest import PARTITIONS, Topics, collect, free_port, produce, worker_settings
 from tests.e2e.faults import (
     COMMIT_INTERVAL_S,
-    MAX_BATCH,
     OutputReader,
     StreamProducer,
     WorkerPool,
@@ -191,10 +190,11 @@ def _kill_cycles(broker, topics: Topics, tmp_path: Path, *, kills: int, rate: fl
         # whose output was on its way at that moment (max_batch * partitions).
         window = COMMIT_INTERVAL_S + 0.5
         stamps = sorted(r.ts for r in reader.snapshot())
+        max_batch = worker_settings().batching.max_batch
 
         def bound_at(t: float) -> tuple[int, int]:
             in_flight = bisect.bisect_right(stamps, t) - bisect.bisect_left(stamps, t - window)
-            return MAX_BATCH * PARTITIONS + in_flight, in_flight
+            return max_batch * PARTITIONS + in_flight, in_flight
 
         print(
             f"\n[{broker.engine}] {kills} SIGKILLs, {len(ids)} events at {rate:.0f}/s over {t_end - t_start:.1f}s, "
@@ -206,7 +206,7 @@ def _kill_cycles(broker, topics: Topics, tmp_path: Path, *, kills: int, rate: fl
             bound, in_flight = bound_at(t_kill)
             lead = f", first copies {min(leads[k]):.2f}..{max(leads[k]):.2f}s before it" if leads[k] else ""
             print(
-                f"  kill {k + 1}: {per_kill[k]} duplicates (bound {bound} = {MAX_BATCH}*{PARTITIONS} + "
+                f"  kill {k + 1}: {per_kill[k]} duplicates (bound {bound} = {max_batch}*{PARTITIONS} + "
                 f"{in_flight} outputs in the {window:.1f}s before the kill{lead}); group settled after {settle[k]:.1f}s"
             )
             assert per_kill[k] <= bound, f"kill {k + 1}: {per_kill[k]} duplicates > bound {bound}"
@@ -471,10 +471,21 @@ def test_noida_keeps_acknowledged_records(noida_broker: EmbeddedBroker) -> None:
         )
 
 
+# noida-db's known fault (README "Guarantees", test_noida_keeps_acknowledged_records): records it acknowledged and
+# served in the ~0.1 s between its SIGTERM and its exit are not saved. Worker outputs lost that way were written
+# around the stop; this is how far from the SIGTERM such a record's Kafka timestamp may be (producer batching).
+NOIDA_LOSS_WINDOW_S = 2.0
+
+
 def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path: Path) -> None:
     """Worker running; a burst of events; graceful broker stop (noida-db saves its data) while the worker
     is still working through the burst; broker started again on the same port and data dir; more events.
-    The worker is not touched: it reconnects by itself and every event from before and after is enriched."""
+    The worker is not touched: it reconnects by itself and every event from before and after is enriched.
+
+    Every check runs first; only then, when events are missing *and* each of them is explained by noida-db's
+    known fault (its final record was read live, then vanished from the broker's log, and had been written
+    within NOIDA_LOSS_WINDOW_S of the SIGTERM), the test reports an xfail with the evidence. Any other loss
+    fails it."""
     status = noida_broker.status()
     topics = Topics()
     asyncio.run(ensure_topics(status.bootstrap, topics.all, PARTITIONS))
@@ -486,16 +497,21 @@ def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path
         # results on their way and offsets to commit.
         before = StreamProducer(status.bootstrap, topics.events, f"{topics.uid}-a", n=1500, rate=3000).start()
         before.join(30)
-        time.sleep(1.2)  # at least one periodic commit (every 1 s) of part of the burst
-        done_before_stop = len(reader.done_ids() & set(before.ids()))
         group = classify_group(topics.env()["SLMSTREAM_APP_ID"])  # the classify path's consumer group
+        # At least one periodic commit of part of the burst before the stop (polled, not slept for).
+        deadline = time.monotonic() + 30
         offsets_before = group_offsets(status.bootstrap, group)
+        while not any(k.startswith(f"{topics.events}/") and v > 0 for k, v in offsets_before.items()):
+            assert time.monotonic() < deadline, f"no input offset committed in 30 s:\n{worker.log_tail()}"
+            time.sleep(0.2)
+            offsets_before = group_offsets(status.bootstrap, group)
+        done_before_stop = len(reader.done_ids() & set(before.ids()))
 
         t_stop = time.time()
         noida_broker.stop(timeout=20)  # SIGTERM: noida-db writes its data on a clean exit
         stop_s = time.time() - t_stop
         assert stop_s < 20, f"noida-db needed SIGKILL after {stop_s:.1f}s: its data may be lost"
-        time.sleep(3.0)  # the worker finds the broker gone (fetch, produce and commit fail meanwhile)
+        time.sleep(3.0)  # the broker stays away a while: the worker's fetches, produces and commits fail meanwhile
         assert worker.proc is not None and worker.proc.poll() is None, f"worker died:\n{worker.log_tail()}"
         noida_broker.start()
         t_up = time.time()
@@ -528,15 +544,25 @@ def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path
             + "\n"
             + report
         )
-        gone = {o.id for o in vanished(reader.snapshot(), now) if o.topic in FINAL}
-        if lost and set(lost) <= gone:  # their outputs were acknowledged and served, then the broker lost them
-            pytest.xfail(f"noida-db lost records it had acknowledged (broker bug, not the worker's):\n{evidence}")
-        assert not lost, f"{evidence}\n{worker.log_tail(40)}"
+        # The broker's signature: the event's final record was acknowledged and served (the live reader read it),
+        # then vanished from the log, and it was written around the SIGTERM.
+        broker_lost = {
+            o.id
+            for o in vanished(reader.snapshot(), now)
+            if o.topic in FINAL and abs(o.ts - t_stop) <= NOIDA_LOSS_WINDOW_S
+        } & set(lost)
+        unexplained = sorted(set(lost) - broker_lost)
+        assert not unexplained, (
+            f"{len(unexplained)} lost events are not explained by noida-db's known loss at a stop, e.g. "
+            f"{unexplained[:5]}\n{evidence}\n{worker.log_tail(40)}"
+        )
 
-        # Reconnected: the first output record the worker produced after the broker came back.
+        # Reconnected: the worker produced again after the broker came back, and enriched the new events.
         first_after = min((o.ts for o in now if o.ts >= t_up), default=None)
-        assert first_after is not None
-        first_b = min(o.ts for o in finals if o.id in set(after.ids()))
+        assert first_after is not None, f"nothing produced after the broker came back:\n{worker.log_tail(40)}"
+        after_finals = [o.ts for o in finals if o.id in set(after.ids())]
+        assert len({o.id for o in finals if o.id in set(after.ids())}) == len(after.ids()), evidence
+        first_b = min(after_finals)
         last = max(o.ts for o in finals)
         counts = Counter(o.id for o in finals)
         duplicates = sum(counts[i] - 1 for i in ids)
@@ -546,16 +572,28 @@ def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path
         # are delivered after the restart), plus a batch per partition.
         stamps = [o.ts for o in now]
         window = COMMIT_INTERVAL_S + 0.5
-        bound = MAX_BATCH * PARTITIONS + sum(t_stop - window <= t <= t_up for t in stamps)
+        max_batch = worker_settings().batching.max_batch
+        bound = max_batch * PARTITIONS + sum(t_stop - window <= t <= t_up for t in stamps)
         print(
             f"\n[noida] broker restart: {done_before_stop}/{len(before.ids())} of the burst done when the broker "
             f"stopped (stop took {stop_s:.1f}s, down {t_up - t_stop:.1f}s); the worker produced again "
             f"{first_after - t_up:.1f}s after the broker was back, the first new event was enriched "
-            f"{first_b - t_up:.1f}s after; all {len(ids)} enriched {last - t_up:.1f}s after the restart; "
-            f"{duplicates} duplicates (bound {bound})\n{report}"
+            f"{first_b - t_up:.1f}s after; {len(ids) - len(lost)}/{len(ids)} enriched {last - t_up:.1f}s after the "
+            f"restart; {duplicates} duplicates (bound {bound})\n{report}"
         )
-        assert duplicates <= bound
+        assert duplicates <= bound, f"{duplicates} duplicates > bound {bound}\n{report}"
 
-    # Everything is on the restarted broker's disk, read again from the start.
-    got = asyncio.run(collect(status.bootstrap, [topics.enriched], {topics.enriched: len(ids)}, 60, grace=1))
-    assert {d["id"] for d in got[topics.enriched]} >= set(ids)
+    # Everything is on the restarted broker's disk, read again from the start (the broker's own losses aside).
+    kept = set(ids) - broker_lost
+    got = asyncio.run(collect(status.bootstrap, [topics.enriched, topics.dlq], {topics.enriched: len(kept)}, 60, 1))
+    assert {d["id"] for d in got[topics.enriched]} | {_dlq_id(d) for d in got[topics.dlq]} >= kept
+
+    # Last, and only on the broker's signature: the events noida-db lost.
+    if broker_lost:
+        pytest.xfail(f"noida-db lost records it had acknowledged (broker bug, not the worker's):\n{evidence}")
+
+
+def _dlq_id(record: dict) -> str | None:
+    with contextlib.suppress(Exception):
+        return orjson.loads(base64.b64decode(record["original"]["value_b64"]))["id"]
+    return None

@@ -21,30 +21,28 @@ import aiokafka.producer.message_accumulator
 import aiokafka.producer.producer
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.record import default_records
-from aiokafka.structs import ConsumerRecord
+from faust.types.settings.settings import Settings as FaustSettings
 from jsonschema import Draft202012Validator
 
 from pipeline.cli.dlq import REPLAYED_FROM_HEADER, replay_dlq
-from pipeline.config import InputSettings
 from pipeline.ingest.validate import Rejection, validate
 from pipeline.kafka_client import ensure_topics
 from pipeline.output.records import DLQ_MAX_VALUE_BYTES, dlq_record
 from pipeline.worker_process import WorkerProcess
 from schemas import Event, Origin, load_schema
-from tests.e2e.conftest import PARTITIONS, collect
-from tests.fuzz.corpus import MAX_BYTES, MIB, Hostile, corpus
+from tests.e2e.conftest import PARTITIONS, collect, read_raw, worker_settings
+from tests.fuzz.corpus import MIB, Hostile, corpus
 
 pytestmark = pytest.mark.e2e
 
-LIMITS = InputSettings()  # config/slmstream.yaml keeps the defaults
 PRODUCER_MAX_REQUEST = 8 * MIB  # ours: the corpus has messages of 1.1 MiB (aiokafka's default is 1 MiB)
 # The worker's producer: Faust's default producer_max_request_size (pipeline/faust_app.py leaves it). A DLQ
 # record bigger than this can never be sent, and the worker then stalls (see test_oversized_dlq_record...):
 # the main tests leave those messages out.
-WORKER_MAX_REQUEST = 1_000_000
+WORKER_MAX_REQUEST = FaustSettings.producer_max_request_size.default
 # noida-db refuses a message of 1 MiB or more (MessageSizeTooLargeError), even on a topic created with
 # max.message.bytes=8 MiB; tansu takes 6 MB (test_broker_message_size_limits). So the 1 MiB corpus messages
 # are only sent to tansu. (They are left out of the main tests anyway: their DLQ records are too big.)
@@ -100,32 +98,6 @@ async def produce_items(bootstrap: str, topic: str, items: Sequence[Hostile]) ->
     return [Sent(it, md.partition, md.offset) for it, md in zip(items, metas, strict=True)]
 
 
-async def read_raw(bootstrap: str, topic: str, count: int, timeout: float, grace: float = 1.0) -> list[ConsumerRecord]:
-    """Every record of `topic` from the start, until `count` are read (and `grace` seconds more) or `timeout`."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        max_partition_fetch_bytes=16 * MIB,
-    )
-    await consumer.start()
-    got: list[ConsumerRecord] = []
-    try:
-        deadline, done_at = time.monotonic() + timeout, None
-        while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                got.extend(records)
-            if done_at is None and len(got) >= count:
-                done_at = time.monotonic()
-            if done_at is not None and time.monotonic() - done_at >= grace:
-                break
-    finally:
-        await consumer.stop()
-    return got
-
-
 def rss_kib(worker: WorkerProcess) -> tuple[int, int]:
     """(VmRSS, VmHWM) of the worker process, KiB."""
     assert worker.proc is not None
@@ -150,7 +122,7 @@ def unb64(v: str | None) -> bytes | None:
 def expected_outcome(sent: Sent, topic: str) -> Event | Rejection:
     """What the worker must make of it: the same validation, with the Origin the worker sees."""
     origin = Origin(topic, sent.partition, sent.offset, sent.item.key, tuple(sent.headers), timestamp_ms=1)
-    return validate(sent.item.value, origin, LIMITS)
+    return validate(sent.item.value, origin, worker_settings().input)  # the limits the worker runs with
 
 
 def assert_worker_healthy(worker: WorkerProcess) -> None:
@@ -242,7 +214,7 @@ def test_hostile_sample(broker, topics, start_worker) -> None:
     """~75 hostile messages of each corpus category plus the valid events (about 1,700 messages)."""
     items = hostile_sample(SAMPLE_PER_CATEGORY)
     assert len({it.category for it in items}) == len({it.category for it in corpus()})
-    assert sum(len(it.value or b"") > MAX_BYTES for it in items) >= 20
+    assert sum(len(it.value or b"") > worker_settings().input.max_event_bytes for it in items) >= 20
     run_hostile(broker, topics, start_worker, items)
 
 

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 
-from pipeline.bench.model_server import ModelServerProcess
+from bench.model_server import ModelServerProcess
 from pipeline.model.catalog import read_manifest
-from tests.e2e.conftest import MODELS, ROOT, collect, produce
+from tests.e2e.conftest import CONFIG, MODELS, PARTITIONS, ROOT, collect, produce
+from tests.e2e.faults import OutputReader, StreamProducer, WorkerPool, wait_assigned
 from tests.e2e.test_classify_e2e import sample_events
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)  # the transport under test is the socket, not Kafka
-def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_path: Path) -> None:
-    sock = tmp_path / "run" / "model.sock"
+def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_path: Path, socket_dir: Path) -> None:
+    sock = socket_dir / "model.sock"
     server = ModelServerProcess(
         sock,
         tmp_path / "model-server.log",
@@ -62,9 +65,11 @@ def test_two_workers_share_one_model_server(broker, topics, start_worker, tmp_pa
 
 
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)
-def test_workers_ride_out_a_model_server_restart(broker, topics, start_worker, tmp_path: Path) -> None:
+def test_workers_ride_out_a_model_server_restart(
+    broker, topics, start_worker, tmp_path: Path, socket_dir: Path
+) -> None:
     """Stop the server while events flow and start it again: every event is classified, none dead-lettered."""
-    sock = tmp_path / "run" / "model.sock"
+    sock = socket_dir / "model.sock"
     env = {
         "SLMSTREAM_CONFIG": str(ROOT / "config" / "slmstream.yaml"),
         "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
@@ -96,3 +101,83 @@ def test_workers_ride_out_a_model_server_restart(broker, topics, start_worker, t
     finally:
         for s in servers:
             s.stop()
+
+
+@pytest.mark.parametrize("broker", ["tansu"], indirect=True)
+def test_worker_killed_mid_batch_the_server_and_the_other_worker_go_on(
+    broker, topics, tmp_path: Path, socket_dir: Path
+) -> None:
+    """Two workers share the model server; while events flow fast enough to keep the server busy with merged
+    batches from both, SIGKILL one worker (its requests queued or being computed). The server stays up and
+    keeps answering the other worker, which goes on, takes over the dead worker's partitions once its session
+    expires, and enriches every event (duplicates allowed after a kill; no model errors, no DLQ)."""
+    sock = socket_dir / "model.sock"
+    server = ModelServerProcess(
+        sock,
+        tmp_path / "model-server.log",
+        {"SLMSTREAM_CONFIG": str(CONFIG), "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS), "SLMSTREAM_LOG_FORMAT": "json"},
+    )
+    server.start()
+    try:
+        server.wait_ready(90)
+        env = {"SLMSTREAM_MODEL__SERVER_SOCKET": str(sock)}
+        with WorkerPool(broker.url, topics, tmp_path, **env) as pool, OutputReader(broker.bootstrap, topics) as reader:
+            victim, survivor = pool.spawn(), pool.spawn()
+            for w in (victim, survivor):
+                w.wait_ready(90)
+            wait_assigned([victim, survivor], topics.events, PARTITIONS, 60)
+            producer = StreamProducer(broker.bootstrap, topics.events, topics.uid, n=10**7, rate=300).start()
+
+            # The server is busy with both workers: kill one the moment the server has just answered a batch that
+            # merged requests of both (the victim's next request is then on its way or already queued).
+            deadline = time.monotonic() + 60
+            before = len(server_batches(server))
+            while True:
+                batches = server_batches(server)
+                if any(b.get("clients", 0) >= 2 for b in batches[before:]):
+                    break
+                before = len(batches)
+                assert time.monotonic() < deadline, f"no batch for both workers in 60 s:\n{server.log_tail()}"
+                time.sleep(0.01)
+            before = len(batches)
+            victim.kill()  # SIGKILL of its process group, with requests at the server
+            t_kill = time.time()
+
+            # The server goes on answering the survivor.
+            deadline = time.monotonic() + 30
+            while len(server_batches(server)) < before + 20:
+                server.check()
+                assert time.monotonic() < deadline, f"the server stopped answering:\n{server.log_tail()}"
+                time.sleep(0.1)
+            time.sleep(1.0)  # the stream goes on a moment after the kill
+            producer.halt()
+            producer.join(30)
+            ids = producer.ids()
+
+            last = reader.wait_done(ids, timeout=120)
+            server.check()
+            assert survivor.proc is not None and survivor.proc.poll() is None, survivor.log_tail()
+            missing = set(ids) - reader.done_ids()
+            assert last is not None and not missing, f"{len(missing)}/{len(ids)} events never enriched"
+            assert not any(r.topic == "dlq" for r in reader.snapshot()), "model errors after the kill"
+            after_kill = [r for r in reader.snapshot() if r.topic == "enriched" and r.ts > t_kill]
+            assert after_kill, "nothing enriched after the kill"
+        server_log = server.log_file.read_text(errors="replace")
+        assert "model_server_call_failed" not in server_log and "merged_call_failed" not in server_log, server_log
+        print(
+            f"\n[{broker.engine}] worker killed mid-batch: {len(ids)} events, {before} server batches before the "
+            f"kill, {len(server_batches(server)) - before} after; all enriched {last - t_kill:.1f}s after the kill"
+        )
+    finally:
+        assert server.stop() == 0, server.log_tail()
+
+
+def server_batches(server: ModelServerProcess) -> list[dict]:
+    """The server's `model_server_batch` log lines so far."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in server.log_file.read_bytes().splitlines():
+            if line.startswith(b"{") and b"model_server_batch" in line:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    out.append(orjson.loads(line))
+    return out

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PARTITIONS, Topics
+from tests.e2e.conftest import PARTITIONS, Topics, worker_settings
 from tests.e2e.faults import (
-    BUDGET_MS,
-    MAX_BATCH,
     OutputReader,
     RssSampler,
     StreamProducer,
@@ -33,7 +31,6 @@ from tests.e2e.faults import (
 
 pytestmark = pytest.mark.e2e
 
-QUEUE_LIMIT = 2048  # config/slmstream.yaml batching.queue_limit
 PROBE_EVENTS = 640  # 20 full batches
 # Growth allowed over the RSS measured after warm-up and the capacity probe. The worker may hold
 # queue_limit events (a few KiB each with their Faust message objects) plus Faust's stream buffer
@@ -43,6 +40,8 @@ RSS_GROWTH_MIB = 200.0
 
 
 def _overload(broker, topics: Topics, tmp_path: Path, *, factor: float, seconds: float) -> None:
+    batching = worker_settings().batching  # what the worker below runs with
+    queue_limit, max_batch, budget_ms = batching.queue_limit, batching.max_batch, batching.budget_ms
     with WorkerPool(broker.url, topics, tmp_path) as pool, OutputReader(broker.bootstrap, topics) as reader:
         worker = pool.start()
         wait_assigned([worker], topics.events, PARTITIONS, 60)
@@ -110,24 +109,24 @@ def _overload(broker, topics: Topics, tmp_path: Path, *, factor: float, seconds:
             f"{load.finished_at - load.started_at:.1f}s\n"
             f"  RSS: {rss_base:.0f} MiB before, max {rss.max:.0f} MiB during ({len(rss.samples)} samples, every "
             f"0.5 s), {rss_after:.0f} MiB after; max held by the scheduler {max(held, default=0)} "
-            f"(queue_limit {QUEUE_LIMIT})\n"
+            f"(queue_limit {queue_limit})\n"
             f"  outcome: {len(on_time)} on time ({100 * len(on_time) / len(ids):.1f}%), {len(deferred)} deferred "
             f"({100 * len(deferred) / len(ids):.1f}%), {len(late_direct)} late without deferral, {dlq} DLQ, "
             f"{len(dup_ids)} duplicated ids\n"
             f"  on-time latency (event time -> result): p50 {percentile(latencies, 50):.0f} ms, "
-            f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies, default=0):.0f} ms (budget {BUDGET_MS:.0f})\n"
+            f"p99 {percentile(latencies, 99):.0f} ms, max {max(latencies, default=0):.0f} ms (budget {budget_ms:.0f})\n"
             f"  drain: {waiting} events not yet enriched when the load stopped, all enriched {drain_s:.1f}s later "
             f"({waiting / max(drain_s, 1e-9):.0f}/s); consumer lag gauge {sorted({v for _, v in lag})} "
             f"{lag_zero_s:.1f}s after the last result"
         )
 
-        assert max(held, default=0) <= QUEUE_LIMIT + 4 * MAX_BATCH, "the scheduler held more than its limits"
+        assert max(held, default=0) <= queue_limit + 4 * max_batch, "the scheduler held more than its limits"
         assert rss.max <= rss_base + RSS_GROWTH_MIB, f"RSS grew from {rss_base:.0f} to {rss.max:.0f} MiB"
         # A result flagged on time is within the budget (rounding: latency_ms has 2 decimals).
-        over = [x for x in latencies if x > BUDGET_MS + 0.01]
-        assert not over, f"{len(over)} on-time results over the {BUDGET_MS} ms budget: {sorted(over)[-5:]}"
+        over = [x for x in latencies if x > budget_ms + 0.01]
+        assert not over, f"{len(over)} on-time results over the {budget_ms} ms budget: {sorted(over)[-5:]}"
         # The flag is honest: a main-lane result past its deadline says so.
-        assert all(d["analysis"]["latency_ms"]["total"] > BUDGET_MS - 0.01 for d in late_direct)
+        assert all(d["analysis"]["latency_ms"]["total"] > budget_ms - 0.01 for d in late_direct)
         # defer policy: an event the batcher sees would be late is deferred. One it expected to make it but
         # the model then took longer than its service-time estimate (2 cores shared with the broker, the
         # test's producer and reader) is delivered flagged late: allowed, but only a small share.

@@ -2,6 +2,11 @@
 
 Events carry explicit event times (`ts`) placed in the windows the test chooses, close to the wall clock, so
 the windows close live (end + grace) and every expected (key, window) count is known exactly.
+
+Timing: an enriched record that reaches the `analyze` agent after its window closed (wall clock past end +
+grace) counts as late and joins another window. The windows and graces here are wide enough for a loaded
+2-core machine (events are sent 0.1 s into their window: they have window_s - 0.1 + grace_s to get there);
+everything else waits by polling for the condition it needs, with a generous deadline.
 """
 
 from __future__ import annotations
@@ -18,13 +23,17 @@ import pytest
 from pipeline.kafka_client import ensure_topics
 from schemas import load_schema
 from tests.e2e.conftest import MODELS, PARTITIONS, collect, produce
+from tests.e2e.faults import metric
 from tests.e2e.test_startup import run_worker
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = Path(__file__).resolve().parents[2] / "pipeline" / "samples"
 pytestmark = pytest.mark.e2e
 
-WINDOW_S = 3
-GRACE_S = 1
+WINDOW_S = 6
+GRACE_S = 3
+# The restart test stops the worker while a window is open: that window's records must be enriched and held
+# before it closes (wall clock past end + grace), so it gets a longer one.
+RESTART_WINDOW_S = 10
 KEYS = ("k1", "k2", "k3")
 
 
@@ -56,8 +65,8 @@ def out_topics(env: dict[str, str]) -> tuple[str, str, str]:
     return env["SLMSTREAM_TOPICS__SUMMARIES"], env["SLMSTREAM_TOPICS__STATS"], env["SLMSTREAM_TOPICS__ALERTS"]
 
 
-def next_boundary(after: float) -> float:
-    return (int(after // WINDOW_S) + 1) * WINDOW_S
+def next_boundary(after: float, window_s: float = WINDOW_S) -> float:
+    return (int(after // window_s) + 1) * window_s
 
 
 def event(i: int, tag: str, key: str, ts_s: float, text: str) -> bytes:
@@ -144,17 +153,19 @@ def test_one_summary_per_closed_window_per_key_and_one_alert_for_a_spike(broker,
 def test_restart_with_open_windows_loses_no_summary(broker, topics, start_worker, how: str) -> None:
     """Kill -9 (or stop) the worker while windows are open; a new worker summarizes every window (duplicates
     allowed). A graceful stop does not wait for open windows: their records are simply not committed."""
-    env = analytics_env(topics, SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_SUMMARIES__WINDOW_S=str(WINDOW_S))
+    env = analytics_env(topics, SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_SUMMARIES__WINDOW_S=str(RESTART_WINDOW_S))
     summaries_t, stats_t, _ = out_topics(env)
     asyncio.run(ensure_topics(broker.bootstrap, [summaries_t, stats_t], PARTITIONS))
     first = start_worker(**env)
     texts = samples()["billing"] + samples()["shipping"]
     expected: Counter[tuple[str, int]] = Counter()
 
-    async def before_kill() -> None:
+    async def before_kill() -> float:
+        """Window 0: sent, closed and summarized. Window 1: sent, enriched and held by the worker; returns when
+        window 1 closes (wall clock)."""
         i = 0
-        for w in range(2):  # window 0 closes and is summarized; window 1 is still open at the kill
-            start = next_boundary(time.time())
+        for w in range(2):
+            start = next_boundary(time.time(), RESTART_WINDOW_S)
             values = []
             for key in KEYS:
                 for _ in range(4):
@@ -163,10 +174,19 @@ def test_restart_with_open_windows_loses_no_summary(broker, topics, start_worker
                     i += 1
             await produce_window(broker.bootstrap, topics.events, start, values)
             if w == 0:  # wait for window 0's summaries
-                await collect(broker.bootstrap, [summaries_t], {summaries_t: len(KEYS)}, 30, 0)
-        await asyncio.sleep(0.5)  # window 1's records are in the worker; it closes 3.4 s later
+                got = await collect(broker.bootstrap, [summaries_t], {summaries_t: len(KEYS)}, 60, 0)
+                assert len(got[summaries_t]) >= len(KEYS), "window 0 was not summarized"
+        # Window 1's records are enriched and held by the analyze agent (not yet summarized): poll for both.
+        got = await collect(broker.bootstrap, [topics.enriched], {topics.enriched: i}, 60, 0)
+        assert len(got[topics.enriched]) >= i, f"{len(got[topics.enriched])}/{i} events enriched"
+        deadline = time.monotonic() + 30
+        while sum(v for _, v in metric(first, "slmstream_analytics_held")) < i // 2:
+            assert time.monotonic() < deadline, f"window 1's records not held by the worker:\n{first.log_tail()}"
+            await asyncio.sleep(0.1)
+        return start + RESTART_WINDOW_S + GRACE_S
 
-    asyncio.run(before_kill())
+    closes_at = asyncio.run(before_kill())
+    assert time.time() < closes_at, "window 1 closed before the stop: this machine is too slow for the test's windows"
     if how == "sigkill":
         first.kill()
     else:
@@ -174,7 +194,7 @@ def test_restart_with_open_windows_loses_no_summary(broker, topics, start_worker
         assert first.stop(30) is not None
         assert time.monotonic() - t < 15, "a graceful stop waited for the open windows"
     # The first worker left window 1 open: its summaries can only come from the next worker.
-    before = asyncio.run(collect(broker.bootstrap, [summaries_t], {summaries_t: 0}, 5, 1))[summaries_t]
+    before = asyncio.run(collect(broker.bootstrap, [summaries_t], {summaries_t: 0}, 30, 1))[summaries_t]
     last_window = max(w for _, w in expected)
     assert not [x for x in before if x["window"]["start_ms"] == last_window], "window 1 was summarized at the stop"
     start_worker(**env)

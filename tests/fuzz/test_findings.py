@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from faust.types.settings.settings import Settings as FaustSettings
 
 from pipeline.config import InputSettings
 from pipeline.ingest.validate import Rejection, validate
@@ -17,7 +18,7 @@ from tests.fuzz.corpus import MIB, NOT_RFC3339
 LIMITS = InputSettings()
 ORIGIN = Origin("events", 0, 1, key=b"k", headers=(("h", b"v"),), timestamp_ms=1_700_000_000_000)
 # Faust's default `producer_max_request_size`; pipeline/faust_app.py does not set it.
-WORKER_MAX_REQUEST = 1_000_000
+WORKER_MAX_REQUEST = FaustSettings.producer_max_request_size.default
 
 
 @pytest.mark.parametrize("ts", NOT_RFC3339)

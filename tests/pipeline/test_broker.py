@@ -142,9 +142,25 @@ def test_refuses_non_loopback_host(host: str) -> None:
         EmbeddedBroker(host=host)
 
 
+def test_an_unknown_engine_is_refused_with_the_choices() -> None:
+    # The engine comes from CLI options as a plain string; the constructor is what checks it.
+    with pytest.raises(ValueError, match="unknown broker engine 'kafka'; choose one of tansu, noida"):
+        EmbeddedBroker("kafka")
+
+
 def test_tansu_has_no_data_dir(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="memory only"):
         EmbeddedBroker("tansu", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("content", ["[]", '"broker"', "42", "null"])
+def test_a_state_file_that_is_not_an_object_is_reported(content: str, state_dir: Path) -> None:
+    # Valid JSON of the wrong shape: a BrokerError naming the file, not an AttributeError.
+    broker = EmbeddedBroker(engine="tansu", port=free_port(), state_dir=state_dir)
+    state_dir.mkdir(parents=True)
+    broker.state_file.write_text(content)
+    with pytest.raises(BrokerError, match="lacks pid/cmd"):
+        broker.stop()
 
 
 @pytest.mark.parametrize("engine", ENGINES)

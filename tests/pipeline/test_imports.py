@@ -12,13 +12,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "agents", "schemas")
 
-# Modules that still act at import, each with the reason it is left out here.
-KNOWN_SIDE_EFFECTS = {
-    # A peer for `bench compare`, run as `faust -A pipeline.bench.naive_app worker`: it reads the settings and
-    # builds its app at import. It moves with the bench to the top-level `bench` package (issue 8, point 3).
-    "pipeline.bench.naive_app": "the naive Faust peer of the bench builds its app at import",
-}
-
 CHILD = r"""
 import gc, importlib, sys, threading
 for name in sys.argv[1:]:
@@ -46,15 +39,13 @@ def module_names() -> list[str]:
     return names
 
 
-def test_the_module_list_is_complete_and_the_exceptions_still_exist() -> None:
+def test_the_module_list_is_complete() -> None:
     names = module_names()
     assert {"pipeline", "pipeline.worker", "pipeline.runtime", "agents.classify", "schemas.types"} <= set(names)
-    for name in KNOWN_SIDE_EFFECTS:
-        assert name in names, f"{name} is gone: remove it from KNOWN_SIDE_EFFECTS"
 
 
 def test_importing_any_module_reads_no_settings_and_starts_nothing(tmp_path: Path) -> None:
-    names = [n for n in module_names() if n not in KNOWN_SIDE_EFFECTS]
+    names = module_names()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(ROOT),  # this tree's code, not whichever checkout the venv was installed from

@@ -351,7 +351,7 @@ def test_a_batch_that_cannot_start_in_time_goes_extractive_without_waiting(monke
         await asyncio.wait_for(gen.started.wait(), WAIT_S)
         for i in range(3):
             await a.submit(enriched(10 + i, "second", T0 + 10 + i), lambda: None)
-        a._queued_s = 0.0  # the planner wrongly believes the generator free: "second" is planned abstractive
+        a._queued_s = 0.0  # noqa: SLF001  the planner wrongly believes the generator free: "second" is planned abstractive
         clock.slept.clear()
         clock.advance_to(T0 + 21)
         a.close_due()  # "second" closes; its batch waits for the generator, at most until its latest start

@@ -44,10 +44,10 @@ def accepted(value: bytes, origin: Origin = ORIGIN, limits: InputSettings = LIMI
 
 # ---- the data files ----------------------------------------------------------------------------------------
 def data_lines(name: str) -> list[bytes]:
-    return [ln.rstrip(b"\n") for ln in (REPO / "data" / name).read_bytes().splitlines(keepends=True)]
+    return [ln.rstrip(b"\n") for ln in (REPO / "pipeline" / "samples" / name).read_bytes().splitlines(keepends=True)]
 
 
-# data/README.md documents what is wrong with each line of malformed_events.txt.
+# pipeline/samples/README.md documents what is wrong with each line of malformed_events.txt.
 MALFORMED_TYPES = {
     1: "not_json",  # plain text
     2: "not_json",  # truncated object

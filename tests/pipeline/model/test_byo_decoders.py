@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from pipeline.model import export_decoder  # noqa: E402
-from pipeline.model.base import ModelError  # noqa: E402
+from pipeline.model.base import GenerationStats, ModelError  # noqa: E402
 from pipeline.model.decoder_families import derive_chat_template, inspect_onnx_io  # noqa: E402
 from pipeline.model.export_decoder import prefill_logits, torch_greedy  # noqa: E402
 from pipeline.model.import_decoder import describe_onnx_export, import_decoder  # noqa: E402
@@ -195,8 +195,9 @@ def test_onnx_greedy_batch_equals_torch_greedy(family: str, workdir: Path, token
     assert not list(m.path.glob("fp32*"))
     ids = gen.tokenize(PROMPTS)
     assert len({len(i) for i in ids}) == 3 and max(len(i) for i in ids) > 2 * 8  # longer than the windows
-    batched = gen.generate_ids(ids, NEW_TOKENS, stop_at_sentence_end=False)
-    assert gen.last_stats.batches == 1  # one left-padded batch of 3 lengths
+    stats = GenerationStats()
+    batched = gen.generate_ids(ids, NEW_TOKENS, stop_at_sentence_end=False, stats=stats)
+    assert stats.batches == 1  # one left-padded batch of 3 lengths
     for prompt, got in zip(ids, batched, strict=True):
         want, _ = torch_greedy(m.torch, prompt, NEW_TOKENS, sorted(gen.stop_ids))
         if want and want[-1] in gen.stop_ids:  # torch keeps the stop token; the generator drops it
@@ -304,7 +305,8 @@ def test_cli_int8_import_runs_and_stays_close(
     fp32_size = (workdir / "cache" / "tiny-llama" / "model.onnx").stat().st_size
     assert (path / "model.onnx").stat().st_size < fp32_size
     gen = load_generator(workdir / "cache", "tiny-llama-int8", threads=1)
-    assert all(isinstance(t, str) for t in gen.generate(PROMPTS, 4, stop_at_sentence_end=False))
+    texts, stats = gen.generate(PROMPTS, 4, stop_at_sentence_end=False)
+    assert len(texts) == len(PROMPTS) and all(isinstance(t, str) for t in texts) and stats.prompts == len(PROMPTS)
 
 
 def test_ready_onnx_export_with_optimum_names(workdir: Path, tokenizer_file: Path) -> None:
@@ -344,13 +346,15 @@ def test_ready_onnx_export_with_optimum_names(workdir: Path, tokenizer_file: Pat
     gen = load_generator(workdir / "cache", str(ready), threads=1)
     ids = gen.tokenize(PROMPTS)
     want = m.generator.generate_ids(ids, NEW_TOKENS, False)
-    assert gen.generate_ids(ids, NEW_TOKENS, False) == want and gen.last_stats.batches == 1
+    stats = GenerationStats()
+    assert gen.generate_ids(ids, NEW_TOKENS, False, stats=stats) == want and stats.batches == 1
     # a graph that cannot take left padding (onnxruntime-genai's GroupQueryAttention) runs prompts one by one
     manifest["io"]["left_padding"] = False
     (ready / "manifest.json").write_bytes(orjson.dumps(manifest))
     one_by_one = load_generator(workdir / "cache", str(ready), threads=1, max_batch=8)
     assert one_by_one.max_batch == 1
-    assert one_by_one.generate_ids(ids, NEW_TOKENS, False) == want and one_by_one.last_stats.batches == 3
+    stats = GenerationStats()
+    assert one_by_one.generate_ids(ids, NEW_TOKENS, False, stats=stats) == want and stats.batches == 3
 
 
 # ---- errors and template derivation without a model ------------------------------------------------------

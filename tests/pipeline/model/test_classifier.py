@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Label
-from pipeline.model.base import SmallModel
+from pipeline.model.base import Encoder, Generator
 from pipeline.model.classifier import UNKNOWN, LabelClassifier, softmax
 from pipeline.model.worker import ModelWorker
 from pipeline.output.records import ModelInfo
@@ -44,9 +44,6 @@ class BagOfWords:
                     out[row, DIM - 1] += 0.1
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        raise NotImplementedError
-
 
 LABELS = {
     "billing": Label(description="charge invoice", examples=["payment card", "card charge"]),
@@ -63,8 +60,8 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def test_fake_is_a_small_model() -> None:
-    assert isinstance(BagOfWords(), SmallModel)
+def test_fake_is_an_encoder() -> None:
+    assert isinstance(BagOfWords(), Encoder) and not isinstance(BagOfWords(), Generator)
 
 
 def test_prototypes_are_normalised_centroids_of_description_and_examples() -> None:

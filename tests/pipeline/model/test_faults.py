@@ -19,9 +19,6 @@ class Echo:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.ones((len(texts), 2), dtype=np.float32)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        return list(prompts)
-
 
 def test_off_unless_the_token_is_set() -> None:
     model = Echo()
@@ -37,7 +34,6 @@ def test_fails_every_batch_holding_the_token() -> None:
     for _ in range(5):
         with pytest.raises(InjectedModelFault):
             model.encode(["fine", "a POISON text"])
-    assert model.generate(["p"], 4) == ["p"]
 
 
 def test_fails_only_the_first_n_times() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Label, Settings
-from pipeline.model.base import ModelError, SmallModel
+from pipeline.model.base import Encoder, Generator, ModelError
 from pipeline.model.identity import IDENTITY, IdentityEncoder
 from pipeline.runtime import load_classifier, preflight
 
@@ -16,16 +16,14 @@ LABELS = {
 }
 
 
-def test_identity_encoder_is_a_small_model_that_computes_nothing() -> None:
+def test_identity_encoder_is_an_encoder_that_computes_nothing() -> None:
     enc = IdentityEncoder()
-    assert isinstance(enc, SmallModel)
+    assert isinstance(enc, Encoder) and not isinstance(enc, Generator)
     out = enc.encode(["a", "a much longer text than the first one", ""])
     assert out.shape == (3, enc.dim)
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
     assert (out == out[0]).all()  # the same vector whatever the text
     assert enc.encode([]).shape == (0, enc.dim)
-    with pytest.raises(ModelError):
-        enc.generate(["x"], 4)
 
 
 def test_identity_classifier_loads_without_model_files(tmp_path) -> None:

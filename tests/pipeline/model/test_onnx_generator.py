@@ -11,9 +11,10 @@ import numpy as np
 import orjson
 import pytest
 
-from pipeline.model.base import ModelError, SmallModel
-from pipeline.model.export_decoder import check_against_torch, forced_logits, same_prefix
-from pipeline.model.onnx_generator import DecoderShape, GenerationStats, OnnxGenerator, greedy_decode, render_prompt
+from pipeline.model.base import Encoder, GenerationStats, Generator, ModelError
+from pipeline.model.decoder_families import same_prefix
+from pipeline.model.export_decoder import check_against_torch, forced_logits
+from pipeline.model.onnx_generator import DecoderShape, OnnxGenerator, greedy_decode, render_prompt
 
 REPO = Path(__file__).resolve().parents[3]
 CACHE = REPO / ".cache" / "models"
@@ -206,20 +207,18 @@ def test_corrupt_model_file_says_to_rebuild(tmp_path: Path) -> None:
 
 # ---- the real model -------------------------------------------------------------------------------------
 @needs_generator
-def test_is_a_small_model_that_does_not_encode(generator: OnnxGenerator) -> None:
-    assert isinstance(generator, SmallModel)
+def test_is_a_generator_and_not_an_encoder(generator: OnnxGenerator) -> None:
+    assert isinstance(generator, Generator) and not isinstance(generator, Encoder)
     assert generator.content_hash.startswith("sha256:")
-    with pytest.raises(ModelError, match="generator"):
-        generator.encode(["hello"])
-    assert generator.generate([], 10) == []
+    assert generator.generate([], 10) == ([], GenerationStats())
+    assert generator.count_tokens("hello") == len(generator.tokenize(["hello"])[0]) > 1
 
 
 @needs_generator
 def test_summary_is_relevant_english(generator: OnnxGenerator) -> None:
-    (text,) = generator.generate([SUMMARY_PROMPT], 48, system=SUMMARY_SYSTEM)
+    (text,), stats = generator.generate([SUMMARY_PROMPT], 48, system=SUMMARY_SYSTEM)
     assert text and text.isascii()
     assert re.search(r"packag|deliver|order|track|arriv|late", text, re.I), text
-    stats = generator.last_stats
     assert stats.prompts == 1 and 0 < stats.new_tokens <= 48
     assert stats.prompt_tokens > 50 and stats.prefill_s > 0 and stats.total_s >= stats.prefill_s
 
@@ -233,8 +232,9 @@ def test_batch_with_left_padding_matches_one_by_one(generator: OnnxGenerator) ->
     ]
     ids = generator.tokenize(prompts, SUMMARY_SYSTEM)
     assert len({len(i) for i in ids}) == 3  # three different lengths: the batch is padded
-    batched = generator.generate_ids(ids, 16, stop_at_sentence_end=False)
-    assert generator.last_stats.batches == 1
+    stats = GenerationStats()
+    batched = generator.generate_ids(ids, 16, stop_at_sentence_end=False, stats=stats)
+    assert stats.batches == 1
     for prompt, tokens in zip(ids, batched, strict=True):
         single = generator.generate_ids([prompt], 16, stop_at_sentence_end=False)[0]
         n = same_prefix(single, tokens)
@@ -251,8 +251,8 @@ def test_batch_with_left_padding_matches_one_by_one(generator: OnnxGenerator) ->
 def test_max_new_tokens_is_respected(generator: OnnxGenerator) -> None:
     out = generator.generate_ids(generator.tokenize([SUMMARY_PROMPT, "Tell me a long story."]), 5, False)
     assert [len(o) for o in out] == [5, 5]
-    texts = generator.generate([SUMMARY_PROMPT], 3, stop_at_sentence_end=False)
-    assert generator.last_stats.new_tokens == 3 and texts[0]
+    texts, stats = generator.generate([SUMMARY_PROMPT], 3, stop_at_sentence_end=False)
+    assert stats.new_tokens == 3 and texts[0]
 
 
 @needs_generator
@@ -262,5 +262,5 @@ def test_stops_at_sentence_end(generator: OnnxGenerator) -> None:
     stopped = generator.generate_ids(generator.tokenize([prompt]), 80, stop_at_sentence_end=True)[0]
     assert generator.min_sentence_tokens <= len(stopped) < len(free)
     assert stopped == free[: len(stopped)]  # the same greedy tokens, cut at the first sentence end
-    (text,) = generator.generate([prompt], 80)
+    (text,), _ = generator.generate([prompt], 80)
     assert SENTENCE_END.search(text), text

@@ -1,5 +1,6 @@
-"""pipeline/model/remote.py: the model server's client is a drop-in for ModelWorker; it waits for a restarting
-server and resends, gives up with a clear error, and refuses a server that came back with another model."""
+"""pipeline/model/remote.py: the model server is an Encoder like an in-process model; its client waits for a
+restarting server and resends what was in flight once, gives up with a clear error, and refuses a server that
+came back with another model."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import Label, Settings
-from pipeline.model.base import ModelError, SmallModel
+from pipeline.model.base import Encoder, ModelError
 from pipeline.model.classifier import LabelClassifier
 from pipeline.model.remote import (
     ModelServerClient,
@@ -37,11 +38,6 @@ def _no_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLMSTREAM_CONFIG", str(tmp_path / "absent.yaml"))
 
 
-@pytest.fixture
-def sock_path(socket_dir: Path) -> Path:
-    return socket_dir / "m.sock"  # a short private directory (tests/conftest.py): a socket path holds 107 bytes
-
-
 def settings(sock: Path, **model: object) -> Settings:
     return Settings(labels=LABELS, model={"server_socket": str(sock), "encoder": "fake", **model})
 
@@ -60,9 +56,9 @@ async def test_remote_worker_classifies_exactly_like_the_in_process_worker(sock_
         assert remote.classifier.info == local.classifier.info  # name and hash of the served model
         assert remote.classifier.names == ["short", "long"]
         np.testing.assert_allclose(remote.classifier.prototypes, local.classifier.prototypes)
-        assert isinstance(remote.classifier.model, SmallModel)
-        remote.close()
-        local.close()
+        assert isinstance(remote.classifier.model, RemoteEncoder) and isinstance(remote.classifier.model, Encoder)
+        await remote.aclose()
+        await local.aclose()
     finally:
         await client.close()
         await server.close()
@@ -75,9 +71,13 @@ async def test_connect_workers_shares_one_connection_for_primary_and_fallback(so
         s = settings(sock_path, fallback="fake-small")
         s.batching.late_policy = "degrade"
         primary, fallback = await connect_workers(s)
-        assert fallback is not None and primary.client is fallback.client
+        assert fallback is not None
+        client = primary.classifier.model.client
+        assert client is fallback.classifier.model.client
         assert (await fallback.classify(["b"]))[0][0].label == "short"
-        await primary.client.close()
+        await client.close()
+        await primary.aclose()
+        await fallback.aclose()
     finally:
         await server.close()
 
@@ -97,18 +97,25 @@ async def test_a_model_the_server_does_not_serve_is_a_clear_error(sock_path: Pat
 async def test_a_call_waits_for_a_restarting_server_and_resends(sock_path: Path) -> None:
     first = ModelServer({"fake": FakeModel()})
     await first.start(sock_path)
-    client = ModelServerClient(sock_path, wait_s=10)
+    backing_off = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # the client's backoff: a connect has failed
+        backing_off.set()
+        await asyncio.sleep(seconds)
+
+    client = ModelServerClient(sock_path, wait_s=10, sleep=sleep)
     await client.model_info("fake")
     await first.close()  # the server goes away; the next call starts while it is down
 
     call = asyncio.ensure_future(client.encode("fake", ["after restart"]))
-    await asyncio.sleep(0.3)
+    await asyncio.wait_for(backing_off.wait(), 10)
     assert not call.done()  # waiting, not failing
-    second = ModelServer({"fake": FakeModel()})
+    model = FakeModel()
+    second = ModelServer({"fake": model})
     await second.start(sock_path)
     rows, _ = await asyncio.wait_for(call, 10)
     np.testing.assert_array_equal(rows, row("after restart")[None, :])
-    assert client.reconnects == 1
+    assert client.reconnects == 1 and model.calls == [["after restart"]]
     await client.close()
     await second.close()
 
@@ -118,17 +125,27 @@ async def test_a_request_in_flight_when_the_server_dies_is_resent(sock_path: Pat
     model.gate = threading.Event()
     first = ModelServer({"fake": model})
     await first.start(sock_path)
-    client = ModelServerClient(sock_path, wait_s=10)
+    backing_off = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # the client's backoff: it lost the connection, reconnects fail
+        backing_off.set()
+        await asyncio.sleep(seconds)
+
+    client = ModelServerClient(sock_path, wait_s=10, sleep=sleep)
     call = asyncio.ensure_future(client.encode("fake", ["in flight"]))
     assert await asyncio.to_thread(model.entered.wait, 5)
     closing = asyncio.ensure_future(first.close())  # drops the connection while the model still runs
-    await asyncio.sleep(0.1)
-    model.gate.set()
+    await asyncio.wait_for(backing_off.wait(), 10)
+    model.gate.set()  # the first server's answer now has no connection to go to
     await closing
-    second = ModelServer({"fake": FakeModel()})
+    restarted = FakeModel()
+    second = ModelServer({"fake": restarted})
     await second.start(sock_path)
     rows, _ = await asyncio.wait_for(call, 10)
     np.testing.assert_array_equal(rows, row("in flight")[None, :])
+    # the lost request went to the restarted server exactly once, over one new connection
+    assert model.calls == [["in flight"]] and restarted.calls == [["in flight"]]
+    assert client.reconnects == 1
     await client.close()
     await second.close()
 
@@ -223,10 +240,10 @@ def test_server_socket_defaults_to_in_process_and_empty_means_in_process() -> No
     assert Settings(labels=LABELS, model={"server_socket": "  "}).model.server_socket is None
 
 
-def test_server_socket_path_checks(socket_dir: Path) -> None:
+def test_server_socket_path_checks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at most 107"):
         Settings(labels=LABELS, model={"server_socket": "/tmp/" + "x" * 120})
     with pytest.raises(ValueError, match="is a directory"):
-        Settings(labels=LABELS, model={"server_socket": str(socket_dir)})
-    ok = Settings(labels=LABELS, model={"server_socket": str(socket_dir / "m.sock"), "server_wait_s": 5})
-    assert ok.model.server_socket == socket_dir / "m.sock" and ok.model.server_wait_s == 5
+        Settings(labels=LABELS, model={"server_socket": str(tmp_path)})
+    ok = Settings(labels=LABELS, model={"server_socket": str(tmp_path / "m.sock"), "server_wait_s": 5})
+    assert ok.model.server_socket == tmp_path / "m.sock" and ok.model.server_wait_s == 5

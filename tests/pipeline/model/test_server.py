@@ -1,5 +1,6 @@
-"""pipeline/model/server.py on a real Unix socket in tmp_path, with a fake model: each client gets its own rows,
-requests that arrive while the model is busy share the next model call, and the socket file is private."""
+"""pipeline/model/server.py on a real Unix socket (in a short private directory: conftest.py), with a fake
+model: each client gets its own rows, requests that arrive while the model is busy share the next model call,
+and the socket file is private."""
 
 from __future__ import annotations
 
@@ -46,14 +47,6 @@ class FakeModel:
         if "boom" in texts:
             raise ValueError("the fake model cannot encode 'boom'")
         return np.stack([row(t) for t in texts]) if texts else np.zeros((0, DIM), np.float32)
-
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        raise NotImplementedError
-
-
-@pytest.fixture
-def sock_path(socket_dir: Path) -> Path:
-    return socket_dir / "m.sock"  # a short private directory (tests/conftest.py): a socket path holds 107 bytes
 
 
 @pytest.fixture
