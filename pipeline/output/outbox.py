@@ -112,12 +112,23 @@ class Outbox:
             raise ValueError("then_ack[i] belongs to records[i]: more acks than records")
         self.raise_if_failed()
         handed: list[Awaitable[Any]] = []
-        send = self.sink.send
-        for r in records:  # the usual case inline: one await per record; a failed hand-off retries below
+        send_many = getattr(self.sink, "send_many", None)
+        if send_many is not None and records:  # a sink that takes a batch at once (all or nothing)
             try:
-                handed.append(await send(r.topic, r.key, r.value, r.headers))
+                handed = await send_many(records)
             except Exception as exc:
-                handed.append(await self._hand_off(r, exc))
+                if not retriable(exc):  # some records may be handed over already
+                    log.error("send_failed_not_retriable", error=repr(exc), records=len(records))
+                    self._fail(exc)
+                    raise
+                log.warning("send_many_failed", error=repr(exc), records=len(records), detail="handed over one by one")
+        if not handed:
+            send = self.sink.send
+            for r in records:  # the usual case inline: one await per record; a failed hand-off retries below
+                try:
+                    handed.append(await send(r.topic, r.key, r.value, r.headers))
+                except Exception as exc:
+                    handed.append(await self._hand_off(r, exc))
         after = self._last if self.ordered else None
         batch = asyncio.ensure_future(self._complete(records, handed, then_ack, then, after))
         self._in_flight.add(batch)
