@@ -111,8 +111,8 @@ class ProducerSink:
         """Hand the partition's batches to the producer until none is left. A full batch goes at once (the
         producer queues one per partition); the one being filled waits until the previous batch is stored,
         filling meanwhile: one round trip's worth of records per batch, not a batch per call."""
-        last: asyncio.Future[Any] | None = None
         while True:
+            last = lane.in_flight
             if not lane.full and lane.count and last is not None and not last.done():
                 await asyncio.wait([last])
             taken = lane.take()
@@ -121,12 +121,13 @@ class ProducerSink:
                 return
             builder, delivered = taken
             try:
-                last = await aiokafka_producer(self.app.producer).send_batch(builder, tp[0], partition=tp[1])
+                sent = await aiokafka_producer(self.app.producer).send_batch(builder, tp[0], partition=tp[1])
             except Exception as exc:  # the outbox hands each of its records over again
                 if not delivered.done():
                     delivered.set_exception(exc)
                 continue
-            last.add_done_callback(partial(_settle, delivered))
+            sent.add_done_callback(partial(_settle, delivered))
+            lane.in_flight = sent
 
 
 class HandOffBroken(Exception):
@@ -141,13 +142,14 @@ PARTITIONS_TTL_S = 30.0  # a topic's partition count is looked up again this oft
 class _Lane:
     """One partition's batch being filled, and the full ones waiting to be handed to the producer."""
 
-    __slots__ = ("builder", "delivered", "count", "full")
+    __slots__ = ("builder", "delivered", "count", "full", "in_flight")
 
     def __init__(self) -> None:
         self.builder: Any = None
         self.delivered: Any = None  # the future of the batch being filled
         self.count = 0
         self.full: deque[tuple[Any, asyncio.Future[None]]] = deque()
+        self.in_flight: asyncio.Future[Any] | None = None  # the last batch handed to the producer
 
     def append(self, producer: Any, r: Record) -> asyncio.Future[None]:
         if self.builder is None:
