@@ -1,6 +1,6 @@
 """The classify reader (pipeline/ingest/reader.py) in a group of two worker processes: the partitions are split,
-every event is enriched exactly once, and a graceful restart of one worker re-reads nothing (commit before
-revoke on the survivor, drain and commit on the stopped one)."""
+every event is enriched exactly once, and a rolling restart of one worker re-reads nothing (commit before
+revoke on the workers that hand partitions to the newcomer, drain and commit on the stopped one)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def events(uid: str, n: int) -> list[bytes]:
 
 
 @pytest.mark.parametrize("broker", ["tansu"], indirect=True)  # noida-db wedges a group on rejoin (brokers.md)
-def test_two_workers_split_the_partitions_and_a_graceful_restart_duplicates_nothing(
+def test_two_workers_split_the_partitions_and_a_rolling_restart_duplicates_nothing(
     broker, topics, start_worker
 ) -> None:
     env = {"SLMSTREAM_MODEL__ENCODER": IDENTITY, "SLMSTREAM_BATCHING__LATE_POLICY": "process"}
@@ -39,17 +39,19 @@ def test_two_workers_split_the_partitions_and_a_graceful_restart_duplicates_noth
     values = events(topics.uid, N_EVENTS)
     third_split: list[set[int] | None] = []
 
-    async def produce_and_restart() -> None:
+    async def produce_and_roll() -> None:
+        """A rolling restart of `second` while events flow: its replacement joins first (partitions move from the
+        two running workers to it: commit before revoke), then `second` stops gracefully (drain and commit)."""
         sending = asyncio.ensure_future(produce(broker.bootstrap, topics.events, values, rate=RATE))
-        # Once both have done some of the work, stop the second one gracefully and start a third meanwhile.
         await collect(broker.bootstrap, [topics.enriched], {topics.enriched: N_EVENTS // 4}, 90, grace=0)
-        await asyncio.to_thread(second.stop, 30)
         third = await asyncio.to_thread(start_worker, **env)
+        await asyncio.to_thread(wait_assigned, [first, second, third], topics.events, PARTITIONS, 60)
+        await asyncio.to_thread(second.stop, 30)
         await asyncio.to_thread(wait_assigned, [first, third], topics.events, PARTITIONS, 60)
         third_split.append(assignment(third, topics.events))
         await sending
 
-    asyncio.run(produce_and_restart())
+    asyncio.run(produce_and_roll())
     got = asyncio.run(collect(broker.bootstrap, [topics.enriched], {topics.enriched: N_EVENTS}, 120))
     ids = Counter(d["id"] for d in got[topics.enriched])
     expected = {orjson.loads(v)["id"] for v in values}
@@ -58,7 +60,7 @@ def test_two_workers_split_the_partitions_and_a_graceful_restart_duplicates_noth
     assert set(ids) == expected
     duplicated = sorted(i for i, c in ids.items() if c > 1)
     assert not duplicated, (
-        f"{len(duplicated)} events enriched twice across two graceful rebalances, e.g. {duplicated[:5]}\n"
+        f"{len(duplicated)} events enriched twice across a rolling restart, e.g. {duplicated[:5]}\n"
         + "\n".join(w.log_tail(20) for w in (first, second))
     )
     assert third_split and third_split[0], "the third worker got no partition"
