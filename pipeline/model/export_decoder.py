@@ -312,11 +312,11 @@ def quantize_decoder(fp32: Path, out: Path, *, block_size: int = 32) -> None:
     )
     quantizer.process()
     model = quantizer.model.model
-    _quantize_embeddings(model)
+    quantize_embeddings(model)
     save_onnx(model, out)
 
 
-def _quantize_embeddings(model) -> None:
+def quantize_embeddings(model) -> None:
     """Gather(float table, ids) → Cast(Gather(int8 table, ids)) * Gather(row scales, ids), in place."""
     import onnx
     from onnx import numpy_helper

@@ -24,7 +24,7 @@ def test_fp16_is_in_the_catalog_but_not_built_by_default() -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="needs the build extra")
 def test_build_fp16_checks_it_against_fp32(tmp_path: Path) -> None:
-    from pipeline.model.build import MIN_COSINE_FP16, build, is_current
+    from pipeline.model.build import MAX_BATCH_DIFF, MIN_COSINE_FP16, build, is_current
     from pipeline.model.onnx_encoder import OnnxEncoder
 
     (manifest,) = build(tmp_path, [FP16])
@@ -35,6 +35,8 @@ def test_build_fp16_checks_it_against_fp32(tmp_path: Path) -> None:
     assert manifest["check"] in ("cpu", "structure")
     if manifest["check"] == "cpu":  # the CPU provider ran the fp16 graph: compared with torch fp32
         assert manifest["check_min_cosine"] >= MIN_COSINE_FP16
+        # and a text alone vs in a padded batch: the same embedding
+        assert 0 <= manifest["batch_max_abs_diff"] <= MAX_BATCH_DIFF
     assert orjson.loads((target / "manifest.json").read_bytes()) == manifest
     assert not list(target.glob("fp32.onnx*"))
     assert is_current(tmp_path, FP16)

@@ -101,8 +101,7 @@ def test_io_binding_gives_the_same_embeddings(plain: OnnxEncoder, sub_batch: int
     got = bound.encode(SENTENCES)
     assert got.shape == (len(SENTENCES), plain.dim)
     assert got.dtype == np.float32
-    # same graph, same provider, same sub-batches: the same numbers (int8 dynamic quantization depends on the
-    # sub-batch, so both sides use the same sub_batch)
+    # same graph, same provider, same sub-batches: the same numbers
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert bound.encode([]).shape == (0, plain.dim)
