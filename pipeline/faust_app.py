@@ -18,6 +18,7 @@ from pipeline import logs
 from pipeline.config import ConfigError, Settings, is_loopback_host
 from pipeline.kafka_client import kafka_ssl_context
 from pipeline.kafka_transport import Transport
+from pipeline.output.partitioner import DefaultPartitioner
 from pipeline.web import bearer_auth_middleware
 
 if TYPE_CHECKING:
@@ -100,6 +101,11 @@ def create_app(settings: Settings) -> SlmApp:
         broker_rebalance_timeout=6,
         broker_commit_interval=1.0,
         producer_linger_ms=2,
+        # Record batches of up to 128 KiB (Kafka's default is 16 KiB): the classify path fills one per partition
+        # while the previous one travels, and at ~700 B per enriched record 16 KiB filled within a round trip.
+        # Measured (bench identity, quiet, back to back): 46 µs of worker CPU per event instead of 51.
+        producer_max_batch_size=128 * 1024,
+        producer_partitioner=DefaultPartitioner(),  # Kafka's murmur2, as aiokafka's but ~5x cheaper per record
         stream_buffer_maxsize=max(4096, settings.batching.queue_limit),
     )
     app.settings = settings

@@ -1,8 +1,9 @@
 """Faust's aiokafka transport with three changes: our fetch wait, a commit before a revoke, and records whose
 header names are not UTF-8 read instead of crashing the consumer. Also the one place that touches private
 attributes of Faust and aiokafka: each use is marked `# noqa: SLF001` with its reason, the rest of the code
-calls the named functions below (`committed_offsets`, `forget_unacked`), and tests/pipeline/test_kafka_transport.py
-pins the versions these were written against (faust-streaming 0.15.3, aiokafka 0.14.0).
+calls the named functions below (`committed_offsets`, `forget_unacked`, `aiokafka_producer`), and
+tests/pipeline/test_kafka_transport.py pins the versions these were written against (faust-streaming 0.15.3,
+aiokafka 0.14.0).
 
 Faust 0.15 hard-codes `fetch_max_wait_ms=1500`. Apache Kafka answers a waiting fetch as soon as data
 arrives, so that only matters when idle; tansu waits the full time before answering (brokers.md), which
@@ -11,7 +12,7 @@ would put 1.5 s into every hop. We set it from `Settings.fetch_max_wait_ms` (def
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar, SupportsIndex
 
 import aiokafka
@@ -21,7 +22,7 @@ from aiokafka.errors import CorruptRecordException
 from aiokafka.record.default_records import _DefaultRecordBatchPy
 from aiokafka.record.memory_records import MemoryRecords, _MemoryRecordsPy
 from faust.transport.drivers import aiokafka as driver
-from faust.types import TP, ConsumerT, Message
+from faust.types import TP, ConsumerT, Message, ProducerT
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +138,18 @@ class ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 500)  # noqa: SLF001  no public setting
         return consumer
 
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        # The classify path has its own consumer (pipeline/ingest/reader.py): with the analytics off no Faust
+        # agent reads anything, and aiokafka refuses an empty subscription (the worker crashed). Unsubscribed,
+        # Faust's consumer is never assigned anything, so its table recovery, which the app's services, timers
+        # and web server wait for, would never end: with no tables and no topics there is nothing to recover.
+        topics = set(topics)
+        if topics:
+            await super().subscribe(topics)
+        else:
+            tables: Any = self.app.tables  # TableManager; its type TableManagerT declares no `recovery`
+            tables.recovery.completed.set()
+
 
 REVOKE_COMMIT_ROUNDS = 5
 
@@ -181,3 +194,11 @@ def forget_unacked(consumer: ConsumerT, message: Message) -> None:
     not acked, it is not committed either, and whoever reads the partition next reads it again."""
     faust_consumer: Any = consumer
     faust_consumer._unacked_messages.discard(message)  # noqa: SLF001  a WeakSet; faust-streaming 0.15.3: no API
+
+
+def aiokafka_producer(producer: ProducerT) -> aiokafka.AIOKafkaProducer:
+    """The aiokafka producer inside Faust's (started with the app, flushed and stopped by it): the classify path
+    hands records to it directly, skipping Faust's per-record wrapper and `on_produce_message` signal.
+    Raises (retriably) while Faust's producer is not started."""
+    faust_producer: Any = producer
+    return faust_producer._ensure_producer()  # noqa: SLF001  faust-streaming 0.15.3: the started AIOKafkaProducer

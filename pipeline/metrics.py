@@ -7,8 +7,10 @@ assembly passes to them as an observer (pipeline/output/observers.py), once per 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter as Tally
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -72,6 +74,24 @@ def render() -> bytes:
     return generate_latest(REGISTRY)
 
 
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """`histogram.observe(v)` for each of `values`, with one lock round per bucket touched instead of two per
+    value: the loops observe whole batches (per-event Prometheus calls cost ~1 µs each on the hot path).
+    prometheus-client has no bulk observe; this adds to the same per-bucket counters and sum `observe` does
+    (private attributes of prometheus-client 0.x's Histogram; tests/pipeline/test_metrics.py compares)."""
+    if not values:
+        return
+    h: Any = histogram
+    bounds: list[float] = h._upper_bounds  # noqa: SLF001  sorted, the last is +Inf
+    counts = [0] * len(bounds)
+    for v in values:
+        counts[bisect_left(bounds, v)] += 1  # the first bound >= v: the bucket observe() picks
+    for i, n in enumerate(counts):
+        if n:
+            h._buckets[i].inc(n)  # noqa: SLF001
+    h._sum.inc(sum(values))  # noqa: SLF001
+
+
 class MetricsObserver(BaseObserver):
     """Feeds the metrics above from the loops' per-batch reports."""
 
@@ -79,8 +99,7 @@ class MetricsObserver(BaseObserver):
         if batch.outcome in ("enriched", "dlq", "deferred"):
             EVENTS_OUT.labels(batch.outcome).inc(batch.size)
         if batch.outcome == "enriched":
-            for seconds in batch.latencies_s:
-                END_TO_END.observe(seconds)
+            observe_many(END_TO_END, batch.latencies_s)
         elif batch.outcome == "dlq":
             for reason, n in Tally(batch.reasons).items():
                 DLQ.labels(reason).inc(n)
@@ -96,8 +115,7 @@ class MetricsObserver(BaseObserver):
     def on_model_batch(self, batch: ModelBatch) -> None:
         BATCH_SIZE.labels(batch.model).observe(batch.size)
         MODEL_TIME.labels(batch.model).observe(batch.model_s)
-        for seconds in batch.queue_waits_s:
-            QUEUE_WAIT.observe(seconds)
+        observe_many(QUEUE_WAIT, batch.queue_waits_s)
         if batch.deadline_misses:
             DEADLINE_MISSES.labels(batch.late_policy).inc(batch.deadline_misses)
 

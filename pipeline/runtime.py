@@ -3,15 +3,17 @@ with `app.service(runtime)`).
 
 Start (`_run`, a task of this service): declare the topics, load the models off the event loop, warm them up
 (so the first batches have real service-time estimates), then run the batch scheduler (and the window
-analytics) until the worker stops. Agents wait for `ready()` before handing it events.
+analytics) until the worker stops. The classify reader (pipeline/ingest/reader.py) and the analyze agent wait
+for `ready()` before handing it events.
 
 Graceful stop (SIGTERM), in Faust's order:
   1. the app stops fetching and waits until every message handed to an agent is acked (`stream_wait_empty`);
      this service still runs then, so batches waiting or in the model finish and are delivered;
-  2. Faust stops the app's services, this one first (the last added): `on_stop` drains the scheduler's and
-     the analytics' open sends (each input acked once the broker has its result), then the loops stop;
+  2. Faust stops the app's services, the last added first: the classify reader stops fetching, drains the
+     scheduler and commits its offsets, then leaves its group; then this one: `on_stop` drains what is left
+     (the analytics' open sends: each input acked once the broker has its result), then the loops stop;
   3. `on_shutdown` closes the model threads (and the model-server connection);
-  4. the consumer, stopped after this service, commits every offset acked so far, the drained ones included.
+  4. Faust's consumer, stopped after this service, commits every offset acked so far, the drained ones included.
 Records held in open analytics windows are not waited for (agents/analyze.py): not acked, they are read
 again by whoever owns the partition next.
 """
@@ -32,7 +34,7 @@ from pipeline import metrics
 from pipeline.analytics.embedder import ClassifierEmbedder
 from pipeline.analytics.restore import read_stats_tail, records_per_partition
 from pipeline.analytics.runner import WindowAnalytics
-from pipeline.batching.scheduler import BatchScheduler
+from pipeline.batching.scheduler import BatchScheduler, InputsDone
 from pipeline.config import Settings
 from pipeline.faust_app import SlmApp, WorkerTopics
 from pipeline.kafka_transport import committed_offsets
@@ -44,7 +46,7 @@ from pipeline.model.identity import IDENTITY
 from pipeline.model.loading import open_encoder
 from pipeline.model.worker import ModelWorker
 from pipeline.output.observers import Observer
-from pipeline.output.sink import FaustSink
+from pipeline.output.sink import FaustSink, ProducerSink
 
 log = structlog.get_logger(__name__)
 
@@ -114,9 +116,16 @@ async def start_analytics(
 class Runtime(mode.Service):
     """Models, scheduler and analytics of one worker, with the lifecycle described at the top of this module."""
 
-    def __init__(self, app: SlmApp, topics: WorkerTopics, observers: Sequence[Observer] = ()) -> None:
+    def __init__(
+        self,
+        app: SlmApp,
+        topics: WorkerTopics,
+        observers: Sequence[Observer] = (),
+        inputs_done: InputsDone | None = None,
+    ) -> None:
         super().__init__()
         self.app = app
+        self.inputs_done = inputs_done  # the classify reader's offset bookkeeping (pipeline/ingest/reader.py)
         self.settings = app.settings
         self.topics = topics
         self.observers = tuple(observers)  # the dashboard's live state and the metrics
@@ -161,7 +170,9 @@ class Runtime(mode.Service):
         except ModelError as exc:
             await self._cannot_start(exc)
             return
-        scheduler = BatchScheduler(settings, primary, fallback, FaustSink(self.app), observers=self.observers)
+        scheduler = BatchScheduler(
+            settings, primary, fallback, ProducerSink(self.app), observers=self.observers, inputs_done=self.inputs_done
+        )
         await self._warm_up(scheduler, primary)
         if self.analytics_on:
             try:

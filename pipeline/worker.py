@@ -11,12 +11,14 @@ naming the setting or the command that builds the model (`slmstream: ...`, exit 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from agents import analyze, classify
 from pipeline import metrics
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.dashboard.live import LiveState
 from pipeline.faust_app import SlmApp, create_app, worker_topics
+from pipeline.ingest.offsets import AckedOffsets
 from pipeline.model.base import ModelError
 from pipeline.runtime import Runtime, preflight
 from pipeline.web import register_pages
@@ -30,15 +32,18 @@ def build_worker(settings: Settings) -> SlmApp:
     app = create_app(settings)
     topics = worker_topics(app)
     live = LiveState()  # the dashboard's state: fed by the loops as an observer, read by /api/live
-    runtime = app.runtime = Runtime(app, topics, observers=(metrics.MetricsObserver(), live))
+    offsets: AckedOffsets[Any] = AckedOffsets()  # the classify path's input offsets: done → committed
+    observers = (metrics.MetricsObserver(), live)
+    runtime = app.runtime = Runtime(app, topics, observers=observers, inputs_done=offsets.done)
     # Started with the app, stopped (drained) before its consumer: see pipeline/runtime.py. An instance, not a
     # class: Faust starts either (App._prepare_subservice), its annotation names only the class.
     app.service(runtime)  # type: ignore[arg-type]
-    classify.register(app, runtime, topics)
+    reader = classify.register(app, runtime, offsets)  # added after the runtime: stopped (drained) before it
     if runtime.analytics_on:
         analyze.register(app, runtime, topics)
     register_pages(app, runtime.is_ready, live)
     app.timer(LAG_INTERVAL_S)(runtime.record_lag)
+    app.timer(LAG_INTERVAL_S)(reader.record_lag)
     return app
 
 

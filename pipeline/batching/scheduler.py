@@ -2,15 +2,20 @@
 the event loop, and hands each batch's results to the outbox, which acks each input only after the broker has
 its result (pipeline/output/outbox.py states the ack guarantees).
 
-    agent ─submit()→ DeadlineBatcher ─batch→ ModelWorker (thread) ─results→ Outbox ─broker ack→ ack input
+    reader ─submit_batch()→ DeadlineBatcher ─batch→ ModelWorker (thread) ─results→ Outbox ─broker ack→ inputs done
+
+Two ways in: `submit_batch` (pipeline/ingest/reader.py: a whole fetch at once, no per-event task, future or
+metric; each input reported done by its position through `inputs_done`, once per delivered batch) and the
+per-event `submit`/`submit_deferred`/`reject` (an ack callable per event; tests and callers without a reader).
 
 Two lanes: `main` (events from `events`, with deadlines) and `deferred` (events from `events.deferred`,
 no deadline). A deferred batch runs only when it fits in the model's idle time before the next main batch
 is due, so deferred work never delays on-time work.
 
-Memory is bounded: `submit` waits while `queue_limit` events are held (waiting or in flight), which stops
-the agent pulling from Kafka — back-pressure instead of an unbounded queue. An event stops being held once
-every result of its batch (enriched, DLQ or deferred record) is stored and its input acked.
+Memory is bounded: `submit` waits while `queue_limit` events are held (waiting or in flight), and the reader
+fetches at most `room()` records, so it stops pulling from Kafka — back-pressure instead of an unbounded queue.
+The deferred lane holds at most `4 x max_batch` (`deferred_room()`). An event stops being held once every
+result of its batch (enriched, DLQ or deferred record) is stored and its input acked.
 
 Shutdown: `drain()` batches whatever waits at once (no max_wait, no waiting for a deadline), runs it through
 the model and the outbox, and returns when the broker holds every result and every input is acked. An event
@@ -29,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -47,13 +52,27 @@ log = structlog.get_logger(__name__)
 
 MODEL_ATTEMPTS = 3  # a batch whose model call fails this often goes to the DLQ
 Lane = Literal["main", "deferred"]
+Position = tuple[Any, int]  # (topic-partition, offset) of an input record, as the reader tracks it
+InputsDone = Callable[[Sequence[Position]], None]
 
 
 @dataclass(slots=True)
 class Work:
     event: Event
     raw: bytes  # the message value as received: what the DLQ and events.deferred carry
-    ack: AckFn
+    ack: AckFn | None = None  # per-event path: called once the result is stored
+    position: Position | None = None  # batch path: reported to `inputs_done` once the result is stored
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message that failed validation (batch path): its DLQ record is sent, then its position is done."""
+
+    error_type: str
+    message: str
+    origin: Origin
+    raw: bytes | None
+    position: Position
 
 
 class BatchScheduler:
@@ -65,6 +84,7 @@ class BatchScheduler:
         sink: Sink,
         *,
         observers: Sequence[Observer] = (),
+        inputs_done: InputsDone | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -77,6 +97,7 @@ class BatchScheduler:
         self.budget_s = b.budget_ms / 1000.0
         self.primary, self.fallback = primary, fallback
         self.observers = tuple(observers)
+        self.inputs_done = inputs_done  # the reader's offset bookkeeping (batch path)
         self.clock = clock
         self.outbox = Outbox(sink, on_failure=lambda _: self._wake.set(), sleep=sleep)
         self.service_time = ServiceTime()
@@ -84,16 +105,67 @@ class BatchScheduler:
             b.max_batch, b.max_wait_ms / 1000.0, self.service_time, b.delivery_margin_ms / 1000.0
         )
         self.deferred: deque[Work] = deque()
-        self._room = asyncio.Semaphore(b.queue_limit)
-        self._deferred_room = asyncio.Semaphore(b.max_batch * 4)
+        self.queue_limit = b.queue_limit
+        self.deferred_limit = b.max_batch * 4
+        self._main_held = 0  # main-lane events and rejects held: at most queue_limit
+        self._deferred_held = 0
+        self._room_freed = asyncio.Event()
         self._wake = asyncio.Event()
         self._batch_lock = asyncio.Lock()  # one batch at a time, whether run() or drain() takes it
         self._held = 0
 
-    # ---- intake -----------------------------------------------------------------------------------------
+    # ---- intake: a fetch at a time (the reader) ---------------------------------------------------------
+    def room(self) -> int:
+        """How many more main-lane events (or rejects) may be handed in now."""
+        return max(self.queue_limit - self._main_held, 0)
+
+    def deferred_room(self) -> int:
+        return max(self.deferred_limit - self._deferred_held, 0)
+
+    async def wait_for_room(self) -> None:
+        """Return once `room()` is positive (some held event was delivered)."""
+        while self._main_held >= self.queue_limit:
+            self._room_freed.clear()
+            await self._room_freed.wait()
+
+    async def submit_batch(
+        self, works: Sequence[Work], deferred: Sequence[Work] = (), rejects: Sequence[Rejected] = ()
+    ) -> None:
+        """Queue a fetch's events (main lane), deferred events and rejects at once. Never waits for room: the
+        caller hands in at most `room()` events and rejects, and deferred ones while `deferred_room()` is
+        positive. Returns once the rejects' DLQ records are handed to the producer."""
+        now = self.clock()
+        budget = self.budget_s
+        add = self.main.add
+        for w in works:
+            ev = w.event
+            ev.arrived = now
+            ev.deadline = deadline = ev.ts_ms / 1000.0 + budget
+            add(w, deadline, now)
+        for w in deferred:
+            ev = w.event
+            ev.arrived = now
+            ev.deadline = math.inf
+            ev.deferred = True
+        self.deferred.extend(deferred)
+        self._main_held += len(works) + len(rejects)
+        self._deferred_held += len(deferred)
+        self._hold(len(works) + len(deferred) + len(rejects))
+        self._wake.set()
+        if rejects:
+            dlq = self.settings.topics.dlq
+            outs = [Outgoing(dlq, r.origin.key, dlq_record(r.error_type, r.message, r.origin, r.raw)) for r in rejects]
+            reasons = [r.error_type for r in rejects]
+            done = self._delivered(
+                "dlq", [None] * len(rejects), reasons=reasons, positions=[r.position for r in rejects]
+            )
+            await self.outbox.send_batch(outs, then=done)
+
+    # ---- intake: one event at a time ----------------------------------------------------------------------
     async def submit(self, work: Work) -> None:
         """Queue an event for the main lane; waits while the worker holds `queue_limit` events."""
-        await self._room.acquire()
+        await self.wait_for_room()
+        self._main_held += 1
         self._hold(+1)
         now = self.clock()
         work.event.arrived = now
@@ -102,7 +174,10 @@ class BatchScheduler:
         self._wake.set()
 
     async def submit_deferred(self, work: Work) -> None:
-        await self._deferred_room.acquire()
+        while self._deferred_held >= self.deferred_limit:
+            self._room_freed.clear()
+            await self._room_freed.wait()
+        self._deferred_held += 1
         self._hold(+1)
         work.event.arrived = self.clock()
         work.event.deadline = math.inf
@@ -112,10 +187,16 @@ class BatchScheduler:
 
     async def reject(self, error_type: str, message: str, origin: Origin, raw: bytes | None, ack: AckFn) -> None:
         """Send a message that failed validation to the DLQ; ack it once the broker has the DLQ record."""
-        await self._room.acquire()
+        await self.wait_for_room()
+        self._main_held += 1
         self._hold(+1)
         out = Outgoing(self.settings.topics.dlq, origin.key, dlq_record(error_type, message, origin, raw))
         await self.outbox.send_batch([out], [ack], then=self._delivered("dlq", [None], reasons=[error_type]))
+
+    @property
+    def held(self) -> int:
+        """Events (and rejects) held: waiting, in the model or awaiting the broker."""
+        return self._held
 
     def _hold(self, n: int) -> None:
         self._held += n
@@ -239,8 +320,9 @@ class BatchScheduler:
             o.on_model_batch(stats)
         events = [p.item.event for p in items]
         labels = [r.label for r in results]
+        acks, positions = _acks_and_positions(items)
         await self.outbox.send_batch(
-            outs, [p.item.ack for p in items], then=self._delivered("enriched", events, labels=labels)
+            outs, acks, then=self._delivered("enriched", events, labels=labels, positions=positions)
         )
         log.info(
             "batch",
@@ -260,7 +342,8 @@ class BatchScheduler:
             origin = p.item.event.origin
             outs.append(Outgoing(self.settings.topics.deferred, origin.key, p.item.raw, deferred_headers(origin)))
         events = [p.item.event for p in late]
-        await self.outbox.send_batch(outs, [p.item.ack for p in late], then=self._delivered("deferred", events))
+        acks, positions = _acks_and_positions(late)
+        await self.outbox.send_batch(outs, acks, then=self._delivered("deferred", events, positions=positions))
         log.info("deferred", size=len(late))
 
     async def _dead_letter(self, items: list[Pending[Work]], reason: str) -> None:
@@ -271,8 +354,11 @@ class BatchScheduler:
                 Outgoing(self.settings.topics.dlq, origin.key, dlq_record("model_error", reason, origin, p.item.raw))
             )
         events = [p.item.event for p in items]
+        acks, positions = _acks_and_positions(items)
         await self.outbox.send_batch(
-            outs, [p.item.ack for p in items], then=self._delivered("dlq", events, reasons=["model_error"] * len(items))
+            outs,
+            acks,
+            then=self._delivered("dlq", events, reasons=["model_error"] * len(items), positions=positions),
         )
         log.error("batch_to_dlq", size=len(items), reason=reason)
 
@@ -284,18 +370,20 @@ class BatchScheduler:
         *,
         labels: Sequence[str] = (),
         reasons: Sequence[str] = (),
+        positions: Sequence[Position] = (),
     ) -> Callable[[], None]:
-        """What runs once a batch is stored and its inputs acked: free their room, tell the observers.
-        `events` has None for a rejected message (it was never an Event)."""
+        """What runs once a batch is stored and its inputs acked: report the batch path's inputs done, free
+        their room, tell the observers. `events` has None for a rejected message (it was never an Event)."""
 
         def done() -> None:
             now = self.clock()
+            if positions and self.inputs_done is not None:
+                self.inputs_done(positions)
             deferred = sum(1 for e in events if e is not None and e.deferred)
+            self._deferred_held -= deferred
+            self._main_held -= len(events) - deferred
+            self._room_freed.set()
             self._hold(-len(events))
-            for _ in range(deferred):
-                self._deferred_room.release()
-            for _ in range(len(events) - deferred):
-                self._room.release()
             latencies: list[float] = []
             if outcome == "enriched":
                 latencies = [max(now - e.ts_ms / 1000.0, 0.0) for e in events if e is not None]
@@ -304,3 +392,23 @@ class BatchScheduler:
                 o.on_delivered(batch)
 
         return done
+
+
+def _noop() -> None:
+    pass
+
+
+def _acks_and_positions(items: Sequence[Pending[Work]]) -> tuple[list[AckFn], list[Position]]:
+    """The per-event acks (for the outbox, aligned with the records; none on the batch path) and the batch
+    path's positions of `items`."""
+    acks: list[AckFn] = []
+    positions: list[Position] = []
+    for p in items:
+        w = p.item
+        if w.position is not None:
+            positions.append(w.position)
+        if w.ack is not None:
+            acks.append(w.ack)
+    if acks and len(acks) != len(items):  # both kinds in one batch: keep acks[i] aligned with records[i]
+        acks = [p.item.ack or _noop for p in items]
+    return acks, positions

@@ -70,6 +70,10 @@ def retriable(exc: BaseException) -> bool:
     return getattr(exc, "retriable", True) is not False and getattr(exc.__cause__, "retriable", True) is not False
 
 
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return not future.cancelled() and future.exception() is None
+
+
 class Outbox:
     def __init__(
         self,
@@ -107,7 +111,24 @@ class Outbox:
         if len(then_ack) > len(records):
             raise ValueError("then_ack[i] belongs to records[i]: more acks than records")
         self.raise_if_failed()
-        handed = [await self._hand_off(r) for r in records]
+        handed: list[Awaitable[Any]] = []
+        send_many = getattr(self.sink, "send_many", None)
+        if send_many is not None and records:  # a sink that takes a batch at once (all or nothing)
+            try:
+                handed = await send_many(records)
+            except Exception as exc:
+                if not retriable(exc):  # some records may be handed over already
+                    log.error("send_failed_not_retriable", error=repr(exc), records=len(records))
+                    self._fail(exc)
+                    raise
+                log.warning("send_many_failed", error=repr(exc), records=len(records), detail="handed over one by one")
+        if not handed:
+            send = self.sink.send
+            for r in records:  # the usual case inline: one await per record; a failed hand-off retries below
+                try:
+                    handed.append(await send(r.topic, r.key, r.value, r.headers))
+                except Exception as exc:
+                    handed.append(await self._hand_off(r, exc))
         after = self._last if self.ordered else None
         batch = asyncio.ensure_future(self._complete(records, handed, then_ack, then, after))
         self._in_flight.add(batch)
@@ -133,10 +154,14 @@ class Outbox:
             raise self.failure
 
     # ---- internals --------------------------------------------------------------------------------------
-    async def _hand_off(self, record: Outgoing) -> Awaitable[Any]:
+    async def _hand_off(self, record: Outgoing, failed: Exception | None = None) -> Awaitable[Any]:
+        """Hand `record` to the sink, retrying; `failed`: the error of a first try made by the caller."""
         delay = SEND_RETRY_FIRST_S
         while True:
             try:
+                if failed is not None:
+                    exc, failed = failed, None
+                    raise exc
                 return await self.sink.send(record.topic, record.key, record.value, record.headers)
             except Exception as exc:
                 if not retriable(exc):
@@ -172,9 +197,12 @@ class Outbox:
         try:
             if after is not None:
                 await asyncio.shield(after)  # shielded: cancelling this batch must not cancel the earlier one
+            n_acks = len(then_ack)
             for i, (record, ack) in enumerate(zip(records, handed, strict=True)):
-                await self._stored(record, ack)
-                if i < len(then_ack):
+                # Mostly the broker acked the whole batch at once: a stored record costs a check, no await.
+                if not (isinstance(ack, asyncio.Future) and ack.done() and _succeeded(ack)):
+                    await self._stored(record, ack)
+                if i < n_acks:
                     await run_ack(then_ack[i])
             if then is not None:
                 then()

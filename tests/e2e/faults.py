@@ -327,41 +327,16 @@ def log_events(w: WorkerProcess) -> list[dict]:
     return out
 
 
-_ASSIGN_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*\{([^}]*)\}\s*\|")
-
-
-def _parse_partitions(spec: str) -> set[int]:
-    out: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-")
-            out.update(range(int(lo), int(hi) + 1))
-        else:
-            out.add(int(part))
-    return out
-
-
 def assignment(w: WorkerProcess, topic: str) -> set[int] | None:
-    """Partitions of `topic` in the worker's latest "Setting newly assigned partitions" log table
-    (None: no assignment logged yet)."""
-    try:
-        lines = w.log_file.read_text(errors="replace").splitlines()
-    except OSError:
+    """Partitions of `topic` in the worker's latest `partitions_assigned` log line of the classify reader
+    (pipeline/ingest/reader.py; None: no assignment logged yet)."""
+    latest = None
+    for e in log_events(w):
+        if e.get("event") == "partitions_assigned":
+            latest = e
+    if latest is None:
         return None
-    starts = [i for i, ln in enumerate(lines) if "Setting newly assigned partitions" in ln]
-    if not starts:
-        return None
-    got: set[int] = set()
-    for ln in lines[starts[-1] + 1 : starts[-1] + 40]:
-        m = _ASSIGN_ROW.match(ln)
-        if m and m.group(1) == topic:
-            got |= _parse_partitions(m.group(2))
-        if "for group" in ln:
-            break
-    return got
+    return set(latest.get("assigned", {}).get(topic, ()))
 
 
 def wait_assigned(workers: list[WorkerProcess], topic: str, partitions: int, timeout: float) -> float:

@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from pipeline.batching.scheduler import MODEL_ATTEMPTS
 from pipeline.broker import EmbeddedBroker
+from pipeline.ingest.reader import classify_group
 from pipeline.kafka_client import ensure_topics
 from pipeline.model.faults import FAIL_TIMES_ENV, FAIL_TOKEN_ENV
 from tests.e2e.conftest import PARTITIONS, Topics, collect, free_port, produce, worker_settings
@@ -496,7 +497,7 @@ def test_broker_restart_worker_reconnects(noida_broker: EmbeddedBroker, tmp_path
         # results on their way and offsets to commit.
         before = StreamProducer(status.bootstrap, topics.events, f"{topics.uid}-a", n=1500, rate=3000).start()
         before.join(30)
-        group = topics.env()["SLMSTREAM_APP_ID"]
+        group = classify_group(topics.env()["SLMSTREAM_APP_ID"])  # the classify path's consumer group
         # At least one periodic commit of part of the burst before the stop (polled, not slept for).
         deadline = time.monotonic() + 30
         offsets_before = group_offsets(status.bootstrap, group)

@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from pipeline.ingest.reader import classify_group
 from tests.e2e.conftest import PARTITIONS, collect, produce
 from tests.e2e.faults import metric
 
@@ -104,7 +105,7 @@ def test_sigterm_mid_batch_delivers_and_commits_everything(broker, topics, start
     want = {orjson.loads(v)["id"] for v in values}
     assert ids == want, f"{len(want - ids)} in-flight events have no result after the stop:\n{worker.log_tail()}"
 
-    committed, ends = committed_and_end(broker.bootstrap, f"e2e-{topics.uid}", topics.events)
+    committed, ends = committed_and_end(broker.bootstrap, classify_group(f"e2e-{topics.uid}"), topics.events)
     assert committed == ends, f"committed offsets {committed}, end offsets {ends}"
     print(f"[{broker.engine}] graceful stop mid-batch took {stop_s:.1f}s")
 

@@ -10,6 +10,7 @@ import pytest
 import pipeline
 from pipeline import worker
 from pipeline.config import Settings
+from pipeline.ingest.reader import EventReader, classify_group
 from pipeline.model.base import ModelError
 from pipeline.model.identity import IDENTITY
 from pipeline.runtime import Runtime
@@ -30,10 +31,14 @@ def settings(tmp_path: Path, **sections: dict) -> Settings:
     return Settings(model={"encoder": IDENTITY, "cache_dir": str(tmp_path / "models")}, **sections)
 
 
-def test_build_worker_registers_the_classify_agents_pages_and_runtime(tmp_path: Path) -> None:
+def test_build_worker_registers_the_classify_reader_pages_and_runtime(tmp_path: Path) -> None:
     app = worker.build_worker(settings(tmp_path))
-    assert sorted(app.agents) == ["classify", "classify-deferred"]
+    assert sorted(app.agents) == []  # the classify path is a reader, not a per-event agent
+    services = app._extra_services  # noqa: SLF001  faust-streaming 0.15.3: what app.service() added
     runtime = app.runtime
+    readers = [s for s in services if isinstance(s, EventReader)]
+    assert len(readers) == 1 and services.index(runtime) < services.index(readers[0])  # reader stops first
+    assert readers[0].runtime is runtime and classify_group(app.settings.app_id) == f"{app.settings.app_id}.classify"
     assert isinstance(runtime, Runtime)
     assert runtime.topics.events.get_topic_name() == app.settings.topics.events
     assert not runtime.is_ready()  # nothing loaded before the app starts
@@ -43,7 +48,7 @@ def test_build_worker_registers_the_classify_agents_pages_and_runtime(tmp_path: 
 
 def test_the_analyze_agent_only_with_summaries_or_alerts(tmp_path: Path) -> None:
     app = worker.build_worker(settings(tmp_path, alerts={"enabled": True}))
-    assert sorted(app.agents) == ["analyze", "classify", "classify-deferred", "merge_stats", "repartition"]
+    assert sorted(app.agents) == ["analyze", "merge_stats", "repartition"]
     t = app.settings.topics
     assert [x.get_topic_name() for x in app.runtime.topics.analytics] == [
         t.enriched_by_key,

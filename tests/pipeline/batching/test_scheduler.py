@@ -19,7 +19,7 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from pipeline.batching.scheduler import MODEL_ATTEMPTS, BatchScheduler, Work
+from pipeline.batching.scheduler import MODEL_ATTEMPTS, BatchScheduler, Rejected, Work
 from pipeline.config import InputSettings, Settings
 from pipeline.ingest.validate import validate
 from pipeline.output.observers import Observer
@@ -637,3 +637,110 @@ async def test_live_dashboard_sees_each_enriched_event_once_the_broker_has_it() 
     assert snap["events_total"] == 1
     assert snap["labels"] == ["billing"]
     assert snap["latency_ms"]["p50"] == pytest.approx(30, rel=0.02)
+
+
+# ---- (i) the batch path: a whole fetch at once, inputs reported done by position ------------------------------
+class Done:
+    """The reader's offset bookkeeping, as the scheduler's `inputs_done` sees it."""
+
+    def __init__(self) -> None:
+        self.positions: list[tuple[str, int]] = []
+        self.calls = 0
+
+    def __call__(self, positions: Sequence[tuple[str, int]]) -> None:
+        self.calls += 1
+        self.positions.extend(positions)
+
+
+def batch_work(clock: Clock, text: str, offset: int, *, age_s: float = 0.0) -> Work:
+    work, _ = make_work(clock, text, id=f"evt-{offset}", offset=offset, age_s=age_s)
+    return Work(work.event, work.raw, None, ("events/0", offset))
+
+
+def build_batch_path(settings: Settings) -> tuple[BatchScheduler, FakeWorker, FakeSink, Clock, Done]:
+    sched, primary, sink, clock = build(settings)
+    done = Done()
+    sched.inputs_done = done
+    return sched, primary, sink, clock, done
+
+
+async def test_submit_batch_reports_positions_done_once_per_batch_after_the_broker() -> None:
+    settings = make_settings(max_batch=4)
+    sched, primary, sink, clock, done = build_batch_path(settings)
+    works = [batch_work(clock, f"package {i} lost", i) for i in range(3)]
+    async with running(sched) as task:
+        await asyncio.wait_for(sched.submit_batch(works), WAIT_S)
+        assert sched.room() == settings.batching.queue_limit - 3
+        await eventually(lambda: len(sink.sent) == 3, task)
+        assert primary.calls == [["package 0 lost", "package 1 lost", "package 2 lost"]]  # one model batch
+        sink.sent[0].future.set_result(None)
+        sink.sent[2].future.set_result(None)
+        await settle()
+        assert done.positions == []  # evt-1's record is not stored yet
+        sink.ack_all()
+        await eventually(lambda: done.calls == 1, task)
+        assert done.positions == [("events/0", 0), ("events/0", 1), ("events/0", 2)]
+        assert sched.room() == settings.batching.queue_limit and sched.held == 0
+
+
+async def test_submit_batch_rejects_go_to_the_dlq_and_count_towards_the_room() -> None:
+    settings = make_settings(queue_limit=4, max_batch=4)
+    sched, primary, sink, clock, done = build_batch_path(settings)
+    bad = Rejected("not_json", "not valid JSON", Origin("events", 0, 7, key=b"k"), b"{", ("events/0", 7))
+    async with running(sched) as task:
+        await asyncio.wait_for(sched.submit_batch([], rejects=[bad]), WAIT_S)
+        assert sched.room() == 3
+        await eventually(lambda: len(sink.sent) == 1, task)
+        doc = sink.sent[0].doc()
+        assert sink.sent[0].topic == "events.dlq" and not list(DLQ.iter_errors(doc))
+        assert (doc["error"]["type"], doc["original"]["offset"]) == ("not_json", 7)
+        assert done.positions == []
+        sink.ack_all()
+        await eventually(lambda: done.positions == [("events/0", 7)], task)
+        assert sched.room() == 4
+        assert primary.calls == []
+
+
+async def test_submit_batch_late_events_are_deferred_and_then_done() -> None:
+    settings = make_settings(late_policy="defer", max_batch=4)
+    sched, primary, sink, clock, done = build_batch_path(settings)
+    late = batch_work(clock, "package late", 1, age_s=10.0)  # 10 s old: past its 250 ms budget
+    on_time = batch_work(clock, "package fresh", 2)
+    async with running(sched) as task:
+        await asyncio.wait_for(sched.submit_batch([late, on_time]), WAIT_S)
+        await eventually(lambda: len(sink.sent) == 2, task)
+        assert sorted(s.topic for s in sink.sent) == ["events.deferred", "events.enriched"]
+        assert primary.calls == [["package fresh"]]
+        sink.ack_all()
+        await eventually(lambda: sorted(done.positions) == [("events/0", 1), ("events/0", 2)], task)
+
+
+async def test_deferred_room_bounds_the_deferred_lane_of_the_batch_path() -> None:
+    settings = make_settings(max_batch=2)
+    sched, primary, sink, clock, done = build_batch_path(settings)
+    assert sched.deferred_room() == 8  # 4 x max_batch
+    works = [batch_work(clock, f"package {i}", i) for i in range(3)]
+    await sched.submit_batch([], deferred=works)
+    assert sched.deferred_room() == 5 and sched.room() == settings.batching.queue_limit
+    drain = asyncio.create_task(sched.drain())
+    await eventually(lambda: len(sink.sent) == 3, drain)
+    assert all(s.doc()["analysis"]["deferred"] for s in sink.sent)
+    sink.ack_all()
+    await asyncio.wait_for(drain, WAIT_S)
+    assert sched.deferred_room() == 8
+    assert sorted(done.positions) == [("events/0", 0), ("events/0", 1), ("events/0", 2)]
+
+
+async def test_wait_for_room_returns_once_a_delivery_frees_room() -> None:
+    settings = make_settings(queue_limit=2, max_batch=2)
+    sched, primary, sink, clock, done = build_batch_path(settings)
+    async with running(sched) as task:
+        await sched.submit_batch([batch_work(clock, "package a", 0), batch_work(clock, "package b", 1)])
+        assert sched.room() == 0
+        waiting = asyncio.create_task(sched.wait_for_room())
+        await eventually(lambda: len(sink.sent) == 2, task)
+        await settle()
+        assert not waiting.done()
+        sink.ack_all()
+        await asyncio.wait_for(waiting, WAIT_S)
+        assert sched.room() == 2
