@@ -372,65 +372,132 @@ def compare(
     finish_run(outcome, results, out_dir / f"compare-{stamp}.json", "systems and broker")
 
 
+IDENTITY_SYSTEMS = {  # system → its label, in the order they run; "identity" is ours
+    "aiokafka": "aiokafka alone",
+    "quix": "Quix Streams",
+    "naive": "Faust agent (per event)",
+    "identity": "ours",
+}
+
+
+def _identity_systems_or_exit(text: str) -> list[str]:
+    names = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in names if s not in IDENTITY_SYSTEMS]
+    if not names or unknown:
+        console.print(f"[red]--systems {text!r}[/]: choose from {', '.join(IDENTITY_SYSTEMS)} (comma-separated)")
+        raise typer.Exit(2)
+    if "quix" in names:
+        _require("quixstreams", "the quix peer")
+    return names
+
+
 @app.command()
 def identity(
-    events: Annotated[int, typer.Option("--events", "-n", min=100, help="Events blasted into the worker.")] = 20000,
+    events: Annotated[int, typer.Option("--events", "-n", min=100, help="Events each system drains.")] = 20000,
+    systems: Annotated[
+        str,
+        typer.Option(help=f"Comma-separated, run in this order: {', '.join(IDENTITY_SYSTEMS)} (identity: ours)."),
+    ] = ",".join(IDENTITY_SYSTEMS),
     engine: Engine = "tansu",
-    timeout: Annotated[float, typer.Option(min=10.0, help="Longest wait for the results.")] = 300.0,
-    out_dir: Annotated[Path, typer.Option(help="Where the JSON results go.")] = ARTIFACTS,
+    timeout: Annotated[float, typer.Option(min=10.0, help="Longest wait for a system's results.")] = 300.0,
+    out_dir: Annotated[Path, typer.Option(help="Where the JSON results and the PNG plot go.")] = ARTIFACTS,
     data: Data = None,
-    run_root: Annotated[Path, typer.Option(help="Broker state and the worker's log.")] = Path(".run/bench"),
+    run_root: Annotated[Path, typer.Option(help="Broker state and the systems' logs.")] = Path(".run/bench"),
     profile: Annotated[
-        Path | None, typer.Option(help="Record the worker with py-spy meanwhile (collapsed stacks, GIL holders).")
+        Path | None, typer.Option(help="Record our worker with py-spy meanwhile (collapsed stacks, GIL holders).")
     ] = None,
     max_batch: Annotated[int | None, typer.Option(min=1, help="batching.max_batch (default: the config's).")] = None,
     budget_ms: Annotated[
         float,
         typer.Option(
             min=1.0,
-            help="batching.budget_ms for this run. Long by default: blasted events are not late, so batches fill "
+            help="batching.budget_ms for this run. Long by default: backlogged events are not late, so batches fill "
             "as they do when the model is the bottleneck (a late event starts its batch at once, however small).",
         ),
     ] = 600_000.0,
 ) -> None:
-    """Events/s through Kafka → our Faust worker → Kafka with the identity model (no inference): what the
-    pipeline itself carries."""
+    """Events/s and CPU per event without a model, on one broker, one system after the other, each draining the
+    same N events from one topic into another: aiokafka alone (the ceiling), Quix Streams, a per-event Faust
+    agent, and ours with the identity model. Prints ours/aiokafka and ours/Quix; writes JSON and a PNG plot."""
     _engine_or_exit(engine)
+    names = _identity_systems_or_exit(systems)
     if profile is not None:
         _require("py-spy", "--profile")
+    _require("matplotlib", "the plot")
     settings = settings_or_exit()
-    from bench.compare import CompareOptions, make_system, run_max_rate
+    from bench.compare import CompareOptions, make_system, run_drain
     from bench.machine import BenchBroker
+    from bench.plot import plot_identity
+    from bench.ratios import identity_ratios
+    from bench.report import identity_table
+    from pipeline.model.identity import IDENTITY
 
     stamp = _stamp()
     run_dir = run_root / f"identity-{stamp}-{os.getpid()}"
     docs = load_docs(data)
+    partitions = settings.topics.partitions
+    batch = max_batch or settings.batching.max_batch
     results: dict[str, Any] = {
         "bench": "identity",
         "started_at": _started(),
         "machine": _machine(engine),
-        "settings": {"max_batch": settings.batching.max_batch, "partitions": settings.topics.partitions},
+        "events": events,
+        "settings": {"max_batch": batch, "budget_ms": budget_ms, "partitions": partitions},
+        "systems": {},
     }
+    # Every system gets the same env; the peers read only the broker, topics and model.encoder from it.
+    env = {
+        "SLMSTREAM_MODEL__ENCODER": IDENTITY,
+        "SLMSTREAM_BATCHING__BUDGET_MS": str(budget_ms),
+        "SLMSTREAM_BATCHING__MAX_BATCH": str(batch),
+        "SLMSTREAM_BATCHING__QUEUE_LIMIT": str(max(settings.batching.queue_limit, batch)),
+    }
+    opts = CompareOptions(names, [1.0], partitions=partitions, extra_env=env)
     logs.configure("console", "warning")
     broker = BenchBroker(engine, run_dir)
+    t_run = time.monotonic()
     with guarded(broker.stop, "the broker") as outcome:
         status = broker.start()
-        batch = max_batch or settings.batching.max_batch
-        env = {"SLMSTREAM_BATCHING__BUDGET_MS": str(budget_ms), "SLMSTREAM_BATCHING__MAX_BATCH": str(batch)}
-        env["SLMSTREAM_BATCHING__QUEUE_LIMIT"] = str(max(settings.batching.queue_limit, batch))
-        results["settings"].update(max_batch=batch, budget_ms=budget_ms)
-        opts = CompareOptions(["identity"], [1.0], partitions=settings.topics.partitions, extra_env=env)
-        system = make_system("identity", status, run_dir, opts)
-        r = asyncio.run(run_max_rate(system, status, docs, events, timeout, _note, settings.topics.partitions, profile))
-        results["identity"] = r
-        c = r["cpu"]
-        console.print(
-            f"identity model: {fmt(r['events_per_s'])} events/s ({r['results']}/{r['events']} in "
-            f"{r['seconds']:.1f} s, steady {fmt(r['steady_events_per_s'])}/s); cores: worker "
-            f"{c['system_cores']:.2f}, broker {c['broker_cores']:.2f}, bench {c['bench_cores']:.2f}, "
-            f"other processes {c['other_processes_cores']:.2f}; worker CPU {r['system_cpu_us_per_event']:.0f} µs/event"
+        results["machine"]["broker_pid"] = status.pid
+        console.print(f"[bold]broker[/] {engine} at {status.bootstrap} (run {run_dir})")
+        for name in names:
+            console.print(f"[bold]{IDENTITY_SYSTEMS[name]}[/] ({name})")
+            system = make_system(name, status, run_dir, opts)
+            spy = profile if name == "identity" else None
+            r = asyncio.run(run_drain(system, status, docs, events, timeout, _note, partitions, spy))
+            results["systems"][name] = r
+            _note(
+                f"{fmt(r['events_per_s'])} events/s (steady {fmt(r['steady_events_per_s'])}), "
+                f"{r['system_cpu_us_per_event']:.1f} µs CPU/event, {r['results']}/{r['events']} results"
+            )
+    results["bench_seconds"] = time.monotonic() - t_run
+    done = results["systems"]
+    if done:
+        results["ratios"] = identity_ratios(done, "identity")
+        _wide().print(identity_table(done, results["ratios"], IDENTITY_SYSTEMS))
+        for peer in ("aiokafka", "quix"):
+            q = results["ratios"].get(peer)
+            if q:
+                console.print(
+                    f"ours/{IDENTITY_SYSTEMS[peer]}: events/s {fmt(q['events_per_s'], 2)} "
+                    f"(steady {fmt(q['steady_events_per_s'], 2)}), CPU per event {fmt(q['system_cpu_us_per_event'], 2)}"
+                )
+        other = max(r["cpu"]["other_processes_cores"] for r in done.values())
+        results["other_processes_max_cores"] = other
+        results["quiet_machine"] = other <= QUIET_CORES
+        if other > QUIET_CORES:
+            console.print(
+                f"[yellow]note:[/] other processes used up to {other:.2f} cores meanwhile (more than "
+                f"{QUIET_CORES}): events/s are noisy, CPU per event less so; rerun on a quiet machine"
+            )
+        png = plot_identity(
+            out_dir / f"identity-{stamp}.png",
+            {IDENTITY_SYSTEMS[n]: r for n, r in done.items()},
+            f"slmstream bench identity — {events} events, {engine}, {os.cpu_count()} CPUs ({stamp})",
         )
-    finish_run(outcome, results, out_dir / f"identity-{stamp}.json", "worker and broker")
+        results["plot"] = str(png)
+        console.print(f"plot: {png}")
+    finish_run(outcome, results, out_dir / f"identity-{stamp}.json", "systems and broker")
 
 
 # ---- summarize -------------------------------------------------------------------------------------------------

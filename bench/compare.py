@@ -200,7 +200,7 @@ async def run_system(
         }
 
 
-async def run_max_rate(
+async def run_drain(
     system: SystemProcess,
     status: BrokerStatus,
     docs: Sequence[dict],
@@ -210,21 +210,40 @@ async def run_max_rate(
     partitions: int = 4,
     profile: Path | None = None,
 ) -> dict[str, Any]:
-    """Blast `events` as fast as the producer goes into a warm system; events/s = results read over time.
+    """Load a few warm-up events and then `events` into the system's input topic, start the system, and let it
+    drain them into its output topic: the producer is never what limits the rate.
 
-    `profile`: record the system with py-spy while the events go through (collapsed stacks of the threads
-    that hold the GIL: what the one core the worker can use is spent on)."""
-    async with _running(system, status, docs, partitions, timeout_s, progress) as (producer, reader, _):
+    events/s = results read / (first result of the `events` → last), and steady (10–90 % of the results);
+    CPU from the first result to the last, per result read meanwhile. `profile`: record the system with py-spy
+    over the same span (collapsed stacks of the threads that hold the GIL)."""
+    await ensure_topics(status.bootstrap, system.topics, partitions)
+    reader = OutputReader(status.bootstrap, system.output_topic, partitions)
+    await reader.start()
+    producer = await make_producer(status.bootstrap)
+    try:
+        warm = make_events(docs, WARMUP_EVENTS, f"{system.name}-wu")
         evs = make_events(docs, events, f"{system.name}-max")
         ids = [e.id for e in evs]
+        t0 = time.time()
+        sent = [await producer.send(system.input_topic, e.encode(int(t0 * 1000)), key=e.key) for e in warm + evs]
+        await asyncio.gather(*sent)
+        produced_s = time.time() - t0
+        progress(f"{system.name}: {events} events loaded ({rate(len(sent), produced_s):,.0f}/s); starting it")
+        system.start()
+        started = time.time()
         cpu = Cpu(system.pid, status.pid)
-        progress(f"{system.name}: {events} events as fast as the producer goes")
-        spy = _start_py_spy(system.pid, profile) if profile else None
+        prefix = f"{system.name}-max-".encode()
+        while not any(k.startswith(prefix) for k in reader.read_ms):  # at most the warm-up's results so far
+            reader.check()
+            system.check_alive()
+            if time.time() - started > timeout_s:
+                raise RuntimeError(
+                    f"{system.name}: no result after {timeout_s:.0f}s; log {system.log_file}:\n" + system.log_tail()
+                )
+            await asyncio.sleep(0.02)
         c0 = cpu.sample()
-        first = time.time()
-        futures = [await producer.send(system.input_topic, e.encode(int(time.time() * 1000)), key=e.key) for e in evs]
-        await asyncio.gather(*futures)
-        produced_s = time.time() - first
+        before = reader.count(ids)
+        spy = _start_py_spy(system.pid, profile) if profile else None
         complete = await reader.wait_for(ids, timeout_s, system.check_alive)
         c1 = cpu.sample()
         if spy is not None:
@@ -232,20 +251,27 @@ async def run_max_rate(
             await asyncio.to_thread(spy.wait, 30)
             progress(f"profile: {profile}")
         read_at = [reader.read_ms[i] / 1000.0 for i in ids if i in reader.read_ms]
-        last = max(read_at) if read_at else math.nan
+        first, last = (min(read_at), max(read_at)) if read_at else (math.nan, math.nan)
         return {
             "events": events,
             "results": len(read_at),
             "complete": complete,
-            "produce_events_per_s": rate(events, produced_s),
+            "produce_events_per_s": rate(len(sent), produced_s),
+            "start_to_first_result_s": first - started,
             "events_per_s": rate(len(read_at), last - first),
             "steady_events_per_s": steady_rate(read_at),
             "seconds": last - first,
             "cpu": Cpu.cores(c0, c1),
             # CPU the system spent per event: steadier than events/s on a machine shared with others
-            "system_cpu_us_per_event": 1e6 * (c1["system"] - c0["system"]) / max(len(read_at), 1),
+            "system_cpu_us_per_event": 1e6 * (c1["system"] - c0["system"]) / max(len(read_at) - before, 1),
             "duplicates": reader.duplicates,
         }
+    finally:
+        await asyncio.to_thread(system.stop)
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        with contextlib.suppress(Exception):
+            await reader.stop()
 
 
 def _start_py_spy(pid: int | None, out: Path) -> subprocess.Popen[bytes]:

@@ -5,6 +5,9 @@
 Same broker settings as ours (our transport with the low fetch wait, the same group timeouts and linger),
 same model file and threads; the model call runs in a thread (`asyncio.to_thread`) so the event loop is
 not blocked — the fair version of the naive agent. No deadlines, no batching, no DLQ: a bench tool only.
+
+With `model.encoder: identity` (the `bench identity` peer) there is no model call: `async for k, v in
+stream.items()` → parse, add the field → `await topic.send`, the plain per-event Faust agent.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import sys
 import faust
 import orjson
 
+from bench.events import IDENTITY_ANALYSIS
 from pipeline.config import ConfigError, load_settings
 from pipeline.kafka_transport import Transport
 from pipeline.model.classifier import LabelClassifier
+from pipeline.model.identity import IDENTITY
 
 
 class NaiveApp(faust.App):
@@ -65,6 +70,9 @@ def _load() -> LabelClassifier:
 
 @app.agent(events_topic, name="naive-classify")
 async def classify(stream: faust.StreamT) -> None:
+    if settings.model.encoder == IDENTITY:
+        await _add_field(stream)
+        return
     classifier: LabelClassifier | None = None
     async for value in stream:
         if classifier is None:  # iterate first: Faust subscribes when the stream starts
@@ -72,4 +80,11 @@ async def classify(stream: faust.StreamT) -> None:
         doc = orjson.loads(value)
         (result,) = await asyncio.to_thread(classifier.classify, [doc["text"]])
         doc["analysis"] = {"label": result.label, "score": result.score}
+        await results_topic.send(key=str(doc["id"]).encode(), value=orjson.dumps(doc))
+
+
+async def _add_field(stream: faust.StreamT) -> None:
+    async for _key, value in stream.items():
+        doc = orjson.loads(value)
+        doc["analysis"] = IDENTITY_ANALYSIS
         await results_topic.send(key=str(doc["id"]).encode(), value=orjson.dumps(doc))

@@ -1,5 +1,6 @@
-"""The comparison's plot: p99 (solid) and p50 (dashed) end-to-end latency against achieved throughput,
-one colour per system, the budget as a horizontal line and the bare model's ceilings as vertical ones."""
+"""The bench plots. `compare`: p99 (solid) and p50 (dashed) end-to-end latency against achieved throughput,
+one colour per system, the budget as a horizontal line and the bare model's ceilings as vertical ones.
+`identity`: bars of events/s and CPU per event, one group per system."""
 
 from __future__ import annotations
 
@@ -50,6 +51,46 @@ def plot_compare(
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_identity(path: Path, systems: Mapping[str, Mapping[str, float]], title: str) -> Path:
+    """`bench identity`'s plot: per system (label → run_drain's results), events/s (first → last and
+    steady) and the system's CPU µs per event, as bars side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(systems)
+    xs = range(len(names))
+    fig, (rate_ax, cpu_ax) = plt.subplots(1, 2, figsize=(11, 5), dpi=120)
+    w = 0.4
+    overall = [systems[n]["events_per_s"] for n in names]
+    steady = [systems[n]["steady_events_per_s"] for n in names]
+    rate_ax.bar([x - w / 2 for x in xs], overall, w, color="C0", label="first → last")
+    rate_ax.bar([x + w / 2 for x in xs], steady, w, color="C1", label="steady (10–90 % of results)")
+    for x, v in zip(xs, overall, strict=True):
+        if math.isfinite(v):
+            rate_ax.annotate(f"{v:,.0f}", (x - w / 2, v), ha="center", va="bottom", fontsize=7)
+    rate_ax.set_ylabel("events/s (higher is better)")
+    top = max([v for v in overall + steady if math.isfinite(v)], default=1.0)
+    rate_ax.set_ylim(0, top * 1.25)  # room for the legend above the bars
+    rate_ax.legend(fontsize=7, loc="upper center", ncol=2)
+    cpu = [systems[n]["system_cpu_us_per_event"] for n in names]
+    cpu_ax.bar(list(xs), cpu, 0.6, color=[f"C{i + 2}" for i in xs])
+    for x, v in zip(xs, cpu, strict=True):
+        if math.isfinite(v):
+            cpu_ax.annotate(f"{v:,.1f}", (x, v), ha="center", va="bottom", fontsize=7)
+    cpu_ax.set_ylabel("process CPU µs per event (lower is better)")
+    for ax in (rate_ax, cpu_ax):
+        ax.set_xticks(list(xs), names, fontsize=8, rotation=15)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

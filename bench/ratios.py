@@ -68,3 +68,19 @@ def compare(
             "p99_ratio": _ratio(a.p99_ms, b.p99_ms) if a and b else None,
         }
     return out
+
+
+# ---- bench identity: one blast of N events through each system ------------------------------------------------
+def identity_ratios(systems: Mapping[str, Mapping[str, float]], ours: str) -> dict[str, dict[str, float]]:
+    """ours / each other system, from `run_drain`'s results: events/s first output → last and steady
+    (higher is better), and the system's process CPU µs per event (lower is better). NaN where either
+    side is missing or zero."""
+    if ours not in systems:
+        return {}
+    a = systems[ours]
+    keys = ("events_per_s", "steady_events_per_s", "system_cpu_us_per_event")
+    return {
+        name: {k: _ratio(a.get(k, math.nan), b.get(k, math.nan)) for k in keys}
+        for name, b in systems.items()
+        if name != ours
+    }

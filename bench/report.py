@@ -210,3 +210,35 @@ def print_model_server(console: Console, r: dict[str, Any]) -> None:
         f"load average at start {r['loadavg_at_start'][0]:.1f}, at end {r['loadavg_at_end'][0]:.1f} on "
         f"{r['cpus']} CPUs: on a shared machine compare ratios from one run, not absolute figures"
     )
+
+
+def identity_table(
+    systems: Mapping[str, Mapping[str, Any]],
+    ratios: Mapping[str, Mapping[str, float]],
+    labels: Mapping[str, str],
+) -> Table:
+    """One row per system of `bench identity`, with ours / it (events/s and CPU per event)."""
+    t = Table(
+        "system",
+        "events/s",
+        "steady/s",
+        "CPU µs/event",
+        "cores sys+broker",
+        "other procs",
+        "ours/it events/s",
+        "ours/it CPU",
+        title="N events drained by each system (events/s: first result → last; CPU: the system's process, per result)",
+    )
+    for name, r in systems.items():
+        c, q = r["cpu"], ratios.get(name, {})
+        t.add_row(
+            labels.get(name, name),
+            fmt(r["events_per_s"]),
+            fmt(r["steady_events_per_s"]),
+            fmt(r["system_cpu_us_per_event"], 1),
+            f"{c['system_cores']:.2f}+{c['broker_cores']:.2f}",
+            f"{c['other_processes_cores']:.2f}",
+            fmt(q.get("events_per_s"), 2),
+            fmt(q.get("system_cpu_us_per_event"), 2),
+        )
+    return t

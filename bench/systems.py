@@ -5,6 +5,10 @@ topic keyed by the event id, with the same settings (model, threads, fetch wait)
   identity  the same worker with `model.encoder=identity`: the whole path minus inference
   naive     bench/naive_app.py: a Faust agent, one model call per event (in a thread)
   quix      bench/quix_app.py: Quix Streams, one model call per message
+  aiokafka  bench/aiokafka_app.py: aiokafka alone, no model (the ceiling of `bench identity`)
+
+With `model.encoder: identity` (`bench identity`), naive and quix make no model call either: parse, add the
+field, produce.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pipeline.child_process import ChildProcess
 from pipeline.model.identity import IDENTITY
 from pipeline.worker_process import WorkerProcess
 
-SYSTEMS = ("ours", "identity", "naive", "quix")
+SYSTEMS = ("ours", "identity", "naive", "quix", "aiokafka")
 
 
 @dataclass
@@ -86,6 +90,8 @@ class SystemProcess:
             cmd += ["--web-port", str(self.web_port), "--web-host", "127.0.0.1"]
         elif self.name == "quix":
             cmd = [sys.executable, "-m", "bench.quix_app"]
+        elif self.name == "aiokafka":
+            cmd = [sys.executable, "-m", "bench.aiokafka_app"]
         else:
             raise ValueError(f"unknown system {self.name!r}: choose from {', '.join(SYSTEMS)}")
         self.child = ChildProcess(self.name, self.log_file, self.env())

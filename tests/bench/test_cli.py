@@ -71,3 +71,10 @@ def test_a_missing_extra_package_names_the_install(monkeypatch: pytest.MonkeyPat
     assert result.exit_code == 2
     assert "quixstreams is not installed" in result.output
     assert "pip install 'slmstream[bench]'" in result.output
+
+
+def test_identity_refuses_an_unknown_system_before_anything_starts() -> None:
+    result = CliRunner().invoke(app, ["identity", "--systems", "aiokafka,kafka-streams"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())  # however the console wrapped it
+    assert "--systems 'aiokafka,kafka-streams'" in text and "aiokafka, quix, naive, identity" in text

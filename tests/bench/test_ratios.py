@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench.ratios import compare, equal_rate, max_rate_within
+from bench.ratios import compare, equal_rate, identity_ratios, max_rate_within
 from bench.steps import StepResult
 
 BUDGET = 250.0
@@ -51,3 +51,28 @@ def test_compare_without_ceiling_or_common_rate() -> None:
     assert r["peer"]["equal_rate"] is None and r["peer"]["p99_ratio"] is None
     zero = compare(OURS, {"peer": [_step(100, 60, 900)]}, BUDGET, 0.0)["peer"]
     assert math.isnan(zero["throughput_ratio"])  # the peer never met the budget: no finite ratio
+
+
+def _drained(eps: float, steady: float, cpu_us: float) -> dict[str, float]:
+    return {"events_per_s": eps, "steady_events_per_s": steady, "system_cpu_us_per_event": cpu_us}
+
+
+def test_identity_ratios_are_ours_over_each_other_system() -> None:
+    systems = {
+        "aiokafka": _drained(40_000, 50_000, 20.0),
+        "quix": _drained(20_000, 25_000, 40.0),
+        "identity": _drained(10_000, 12_500, 30.0),
+    }
+    r = identity_ratios(systems, "identity")
+    assert set(r) == {"aiokafka", "quix"}
+    assert r["aiokafka"]["events_per_s"] == pytest.approx(0.25)
+    assert r["aiokafka"]["steady_events_per_s"] == pytest.approx(0.25)
+    assert r["aiokafka"]["system_cpu_us_per_event"] == pytest.approx(1.5)
+    assert r["quix"]["events_per_s"] == pytest.approx(0.5)
+    assert r["quix"]["system_cpu_us_per_event"] == pytest.approx(0.75)
+
+
+def test_identity_ratios_without_ours_or_with_a_zero_peer() -> None:
+    assert identity_ratios({"quix": _drained(1, 1, 1)}, "identity") == {}
+    r = identity_ratios({"identity": _drained(10, 10, 10), "naive": _drained(0, 0, 0)}, "identity")
+    assert all(math.isnan(v) for v in r["naive"].values())
