@@ -82,6 +82,9 @@ class Topics:
         self.uid = uid
         self.events, self.enriched = f"ev-{uid}", f"ev-{uid}.enriched"
         self.dlq, self.deferred = f"ev-{uid}.dlq", f"ev-{uid}.deferred"
+        # The analytics' outputs and internal hops (used when a test enables them): this test's own, like the rest.
+        self.summaries, self.stats, self.alerts = f"ev-{uid}.summaries", f"ev-{uid}.stats", f"ev-{uid}.alerts"
+        self.by_key, self.partials = f"ev-{uid}.by-key", f"ev-{uid}.partials"
 
     @property
     def all(self) -> list[str]:
@@ -94,9 +97,11 @@ class Topics:
             "SLMSTREAM_TOPICS__ENRICHED": self.enriched,
             "SLMSTREAM_TOPICS__DLQ": self.dlq,
             "SLMSTREAM_TOPICS__DEFERRED": self.deferred,
-            # The analytics' internal hops (used when a test enables them): this test's own, like the rest.
-            "SLMSTREAM_TOPICS__ENRICHED_BY_KEY": f"{self.events}.by-key",
-            "SLMSTREAM_TOPICS__STATS_PARTIALS": f"{self.events}.partials",
+            "SLMSTREAM_TOPICS__SUMMARIES": self.summaries,
+            "SLMSTREAM_TOPICS__STATS": self.stats,
+            "SLMSTREAM_TOPICS__ALERTS": self.alerts,
+            "SLMSTREAM_TOPICS__ENRICHED_BY_KEY": self.by_key,
+            "SLMSTREAM_TOPICS__STATS_PARTIALS": self.partials,
             "SLMSTREAM_TOPICS__PARTITIONS": str(PARTITIONS),
         }
 

@@ -114,7 +114,6 @@ WINDOW_EVENTS = 10
 
 
 def test_sigterm_mid_summary_delivers_it_and_commits_its_records(broker, topics, start_worker) -> None:
-    names = {"SUMMARIES": f"{topics.events}.summaries", "STATS": f"{topics.events}.stats"}
     worker = start_worker(
         SLMTEST_MODEL_SLOW_TOKEN=SLOW_TOKEN,
         SLMTEST_MODEL_SLOW_S=str(SLOW_S),
@@ -122,8 +121,6 @@ def test_sigterm_mid_summary_delivers_it_and_commits_its_records(broker, topics,
         SLMSTREAM_SUMMARIES__ENABLED="true",
         SLMSTREAM_SUMMARIES__MAX_EVENTS=str(WINDOW_EVENTS),  # the window closes as its last record arrives
         SLMSTREAM_SUMMARIES__MIN_EVENTS_ABSTRACTIVE="1000",  # extractive: the summary runs in the slow encoder
-        SLMSTREAM_TOPICS__ALERTS=f"{topics.events}.alerts",
-        **{f"SLMSTREAM_TOPICS__{k}": v for k, v in names.items()},
     )
     now_ms = int(time.time() * 1000)
     values = [
@@ -146,8 +143,8 @@ def test_sigterm_mid_summary_delivers_it_and_commits_its_records(broker, topics,
     rc = worker.stop(60)
     assert rc == 0, f"worker exited with {rc}:\n{worker.log_tail()}"
 
-    got = asyncio.run(collect(broker.bootstrap, [names["SUMMARIES"]], {names["SUMMARIES"]: 1}, 20, grace=1))
-    summaries = got[names["SUMMARIES"]]
+    got = asyncio.run(collect(broker.bootstrap, [topics.summaries], {topics.summaries: 1}, 20, grace=1))
+    summaries = got[topics.summaries]
     assert [(s["count"], s["method"]) for s in summaries] == [(WINDOW_EVENTS, "extractive")], summaries
     committed, ends = committed_and_end(broker.bootstrap, f"e2e-{topics.uid}", topics.enriched, n_records=WINDOW_EVENTS)
     assert committed == ends, f"enriched topic: committed offsets {committed}, end offsets {ends}"

@@ -84,9 +84,6 @@ def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(
         "SLMSTREAM_MODEL__CACHE_DIR": str(MODELS),
         "SLMSTREAM_LOG_FORMAT": "json",
         **topics.env(),
-        "SLMSTREAM_TOPICS__SUMMARIES": f"{topics.events}.summaries",
-        "SLMSTREAM_TOPICS__STATS": f"{topics.events}.stats",
-        "SLMSTREAM_TOPICS__ALERTS": f"{topics.events}.alerts",
         "SLMSTREAM_SUMMARIES__ENABLED": "true",
         "SLMSTREAM_SUMMARIES__WINDOW_S": str(WINDOW_S),
         "SLMSTREAM_SUMMARIES__GRACE_S": str(GRACE_S),
@@ -97,7 +94,7 @@ def test_three_workers_a_kill_and_a_restart_give_one_final_record_per_window(
         "SLMSTREAM_ALERTS__MIN_COUNT": "15",
         "SLMSTREAM_ALERTS__Z": "off",
     }
-    out = [env["SLMSTREAM_TOPICS__SUMMARIES"], env["SLMSTREAM_TOPICS__STATS"], env["SLMSTREAM_TOPICS__ALERTS"]]
+    out = [topics.summaries, topics.stats, topics.alerts]
     summaries_t, stats_t, alerts_t = out
     asyncio.run(ensure_topics(broker.bootstrap, out, PARTITIONS))
     workers: list[WorkerProcess] = []

@@ -45,11 +45,8 @@ def samples() -> dict[str, list[str]]:
     return by_label
 
 
-def analytics_env(topics, **extra: str) -> dict[str, str]:
+def analytics_env(**extra: str) -> dict[str, str]:
     env = {
-        "SLMSTREAM_TOPICS__SUMMARIES": f"{topics.events}.summaries",
-        "SLMSTREAM_TOPICS__STATS": f"{topics.events}.stats",
-        "SLMSTREAM_TOPICS__ALERTS": f"{topics.events}.alerts",
         "SLMSTREAM_SUMMARIES__ENABLED": "true",
         "SLMSTREAM_SUMMARIES__WINDOW_S": str(WINDOW_S),
         "SLMSTREAM_SUMMARIES__GRACE_S": str(GRACE_S),
@@ -59,10 +56,6 @@ def analytics_env(topics, **extra: str) -> dict[str, str]:
         "SLMSTREAM_ALERTS__Z": "off",
     }
     return env | extra
-
-
-def out_topics(env: dict[str, str]) -> tuple[str, str, str]:
-    return env["SLMSTREAM_TOPICS__SUMMARIES"], env["SLMSTREAM_TOPICS__STATS"], env["SLMSTREAM_TOPICS__ALERTS"]
 
 
 def next_boundary(after: float, window_s: float = WINDOW_S) -> float:
@@ -89,8 +82,8 @@ def by_window(summaries: list[dict]) -> dict[tuple[str, int], list[dict]]:
 
 
 def test_one_summary_per_closed_window_per_key_and_one_alert_for_a_spike(broker, topics, start_worker) -> None:
-    env = analytics_env(topics)
-    summaries_t, stats_t, alerts_t = out_topics(env)
+    env = analytics_env()
+    summaries_t, stats_t, alerts_t = topics.summaries, topics.stats, topics.alerts
     asyncio.run(ensure_topics(broker.bootstrap, [summaries_t, stats_t, alerts_t], PARTITIONS))
     start_worker(**env)
     texts = samples()
@@ -153,8 +146,8 @@ def test_one_summary_per_closed_window_per_key_and_one_alert_for_a_spike(broker,
 def test_restart_with_open_windows_loses_no_summary(broker, topics, start_worker, how: str) -> None:
     """Kill -9 (or stop) the worker while windows are open; a new worker summarizes every window (duplicates
     allowed). A graceful stop does not wait for open windows: their records are simply not committed."""
-    env = analytics_env(topics, SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_SUMMARIES__WINDOW_S=str(RESTART_WINDOW_S))
-    summaries_t, stats_t, _ = out_topics(env)
+    env = analytics_env(SLMSTREAM_ALERTS__ENABLED="false", SLMSTREAM_SUMMARIES__WINDOW_S=str(RESTART_WINDOW_S))
+    summaries_t, stats_t = topics.summaries, topics.stats
     asyncio.run(ensure_topics(broker.bootstrap, [summaries_t, stats_t], PARTITIONS))
     first = start_worker(**env)
     texts = samples()["billing"] + samples()["shipping"]
