@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline.ingest.reader import classify_group
 from tests.e2e.conftest import PARTITIONS, Topics, worker_settings
 from tests.e2e.faults import (
     OutputReader,
@@ -99,7 +100,7 @@ def stop_checks(
 def test_sigterm_with_a_full_queue_and_a_deferred_batch_in_flight(broker, topics, tmp_path: Path) -> None:
     batching = worker_settings(**ENV).batching
     assert batching.queue_limit == QUEUE_LIMIT and batching.late_policy == "defer"
-    group = topics.env()["SLMSTREAM_APP_ID"]
+    group = classify_group(topics.env()["SLMSTREAM_APP_ID"])  # the classify reader's consumer group
     with WorkerPool(broker.url, topics, tmp_path, **ENV) as pool, OutputReader(broker.bootstrap, topics) as reader:
         first = pool.start()
         wait_assigned([first], topics.events, PARTITIONS, 60)
