@@ -157,6 +157,15 @@ async def run_steps(
     return results, extras
 
 
+async def _stop_all(system: Any, producer: Any, reader: Any) -> None:
+    """Stop the system under test, then the bench's producer and reader (their own errors do not matter then)."""
+    await asyncio.to_thread(system.stop)
+    with contextlib.suppress(Exception):
+        await producer.stop()
+    with contextlib.suppress(Exception):
+        await reader.stop()
+
+
 @contextlib.asynccontextmanager
 async def _running(
     system: SystemProcess,
@@ -178,11 +187,7 @@ async def _running(
         warm_s = await _warm_up(system, producer, reader, docs, ready_timeout_s)
         yield producer, reader, warm_s
     finally:
-        await asyncio.to_thread(system.stop)
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        with contextlib.suppress(Exception):
-            await reader.stop()
+        await _stop_all(system, producer, reader)
 
 
 async def run_system(
@@ -267,11 +272,7 @@ async def run_drain(
             "duplicates": reader.duplicates,
         }
     finally:
-        await asyncio.to_thread(system.stop)
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        with contextlib.suppress(Exception):
-            await reader.stop()
+        await _stop_all(system, producer, reader)
 
 
 def _start_py_spy(pid: int | None, out: Path) -> subprocess.Popen[bytes]:
