@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +86,44 @@ def enriched_record(
         "latency_ms": {"queue": round(queue_ms, 2), "model": round(model_ms, 2), "total": round(total_ms, 2)},
     }
     return orjson.dumps(doc)
+
+
+def enriched_records(
+    events: Sequence[Event],
+    results: Sequence[Classification],
+    model: ModelInfo,
+    taxonomy_version: str,
+    *,
+    deadline_met: Sequence[bool],
+    degraded: bool,
+    queue_ms: Sequence[float],
+    model_ms: float,
+    total_ms: Sequence[float],
+) -> list[bytes]:
+    """`enriched_record` for a model batch, the same bytes for each: what is the same for every record of the
+    batch (the model, its time) is built once."""
+    model_doc = {"name": model.name, "hash": model.hash}
+    model_rounded = round(model_ms, 2)
+    dumps = orjson.dumps
+    out = []
+    for event, result, met, queue, total in zip(events, results, deadline_met, queue_ms, total_ms, strict=True):
+        doc = dict(event.fields)
+        doc["id"] = event.id
+        doc["ts"] = event.ts_ms
+        rounded = result.rounded
+        doc["analysis"] = {
+            "label": result.label,
+            "score": round(result.score, SCORE_DIGITS),
+            "scores": rounded if rounded is not None else _round_scores(result.scores),
+            "model": model_doc,
+            "taxonomy_version": taxonomy_version,
+            "deadline_met": met,
+            "degraded": degraded,
+            "deferred": event.deferred,
+            "latency_ms": {"queue": round(queue, 2), "model": model_rounded, "total": round(total, 2)},
+        }
+        out.append(dumps(doc))
+    return out
 
 
 def _round_scores(scores: dict[str, float]) -> dict[str, float]:
