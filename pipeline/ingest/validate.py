@@ -88,7 +88,7 @@ def _event_from_object(doc: dict[str, Any], origin: Origin, limits: InputSetting
     else:
         return Rejection("bad_timestamp", "no `ts` field and the message has no Kafka timestamp")
 
-    return Event(id=doc.get("id") or origin.ref, text=text, ts_ms=ts, fields=doc, origin=origin)
+    return Event(doc.get("id") or origin.ref, text, ts, doc, origin)  # id, text, ts_ms, fields, origin
 
 
 def parse_ts(v: Any) -> int | Rejection:
