@@ -44,7 +44,7 @@ from pipeline.config import Settings
 from pipeline.model.worker import ModelWorker
 from pipeline.output.observers import Delivered, ModelBatch, Observer, Outcome
 from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep
-from pipeline.output.records import Classification, deferred_headers, dlq_record, enriched_record
+from pipeline.output.records import Classification, deferred_headers, dlq_record, enriched_records
 from pipeline.output.sink import Sink
 from schemas import Event, Origin
 
@@ -295,30 +295,38 @@ class BatchScheduler:
             self.service_time.observe(len(items), model_s)
         done = self.clock()
         topic = self.settings.topics.enriched
-        outs: list[Outgoing] = []
+        # One pass over the batch for what each record needs; the records are then built in one call.
+        events: list[Event] = []
+        mets: list[bool] = []
         waits: list[float] = []
-        misses = 0
-        for p, result in zip(items, results, strict=True):
+        queue_ms: list[float] = []
+        total_ms: list[float] = []
+        keys: list[bytes] = []
+        for p in items:
             ev = p.item.event
-            met = done <= ev.deadline
-            misses += not met
-            waits.append(max(start - ev.arrived, 0.0))
-            record = enriched_record(
-                ev,
-                result,
-                worker.classifier.info,
-                self.taxonomy,
-                deadline_met=met,
-                degraded=degraded,
-                queue_ms=(start - ev.arrived) * 1000.0,
-                model_ms=model_s * 1000.0,
-                total_ms=(done - ev.ts_ms / 1000.0) * 1000.0,
-            )
-            outs.append(Outgoing(topic, ev.id.encode(), record))
+            events.append(ev)
+            mets.append(done <= ev.deadline)
+            wait = start - ev.arrived
+            waits.append(max(wait, 0.0))
+            queue_ms.append(wait * 1000.0)
+            total_ms.append((done - ev.ts_ms / 1000.0) * 1000.0)
+            keys.append(ev.id.encode())
+        misses = mets.count(False)
+        records = enriched_records(
+            events,
+            results,
+            worker.classifier.info,
+            self.taxonomy,
+            deadline_met=mets,
+            degraded=degraded,
+            queue_ms=queue_ms,
+            model_ms=model_s * 1000.0,
+            total_ms=total_ms,
+        )
+        outs = [Outgoing(topic, key, record) for key, record in zip(keys, records, strict=True)]
         stats = ModelBatch(model_name, len(items), model_s, waits, misses, self.policy)
         for o in self.observers:
             o.on_model_batch(stats)
-        events = [p.item.event for p in items]
         labels = [r.label for r in results]
         acks, positions = _acks_and_positions(items)
         await self.outbox.send_batch(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,8 +101,7 @@ class LiveState(BaseObserver):
         """A batch the broker holds: enriched events count towards rate, latency and label mix; summaries,
         alerts and stats records are kept."""
         if batch.outcome == "enriched":
-            for label, seconds in zip(batch.labels, batch.latencies_s, strict=True):
-                self.observe_enriched(label, seconds * 1000.0, batch.now)
+            self._observe_enriched_batch(batch.labels, batch.latencies_s, batch.now)
         elif batch.outcome == "summary":
             for record in batch.records:
                 self.add_summary(dict(record))
@@ -122,6 +121,21 @@ class LiveState(BaseObserver):
         b = _bin_of(total_ms)
         sec.latency_bins[b] = sec.latency_bins.get(b, 0) + 1
         self.events_total += 1
+        if self._first_seen is None:
+            self._first_seen = now
+
+    def _observe_enriched_batch(self, labels: Sequence[str], latencies_s: Sequence[float], now: float) -> None:
+        """`observe_enriched(label, seconds * 1000, now)` for each pair; the second's bucket looked up once."""
+        if not labels and not latencies_s:
+            return
+        sec = self._bucket(now)
+        counts, bins = sec.labels, sec.latency_bins
+        for label, seconds in zip(labels, latencies_s, strict=True):
+            counts[label] = counts.get(label, 0) + 1
+            b = _bin_of(seconds * 1000.0)
+            bins[b] = bins.get(b, 0) + 1
+        sec.count += len(labels)
+        self.events_total += len(labels)
         if self._first_seen is None:
             self._first_seen = now
 

@@ -201,17 +201,17 @@ class EventReader(mode.Service):
             if tp not in self._fetching or not self.offsets.read(tp, [r.offset for r in records]):
                 continue  # revoked since the fetch: its next owner reads these
             is_deferred = tp.topic != self.events_topic
-            lane = deferred if is_deferred else works
+            add = deferred.append if is_deferred else works.append
             for r in records:
                 origin = origin_of_record(r)
                 if is_deferred:
                     origin = origin_of_deferred(origin)
                 value = r.value
                 result = validate(value, origin, limits)
-                if isinstance(result, Rejection):
+                if type(result) is Rejection:
                     rejects.append(Rejected(result.type, result.message, origin, value, (tp, r.offset)))
                 else:
-                    lane.append(Work(result, value, None, (tp, r.offset)))
+                    add(Work(result, value, None, (tp, r.offset)))  # type: ignore[arg-type]  # an Event
             if is_deferred:
                 n_deferred += len(records)
             else:

@@ -19,6 +19,10 @@ from schemas import Event, Origin
 MIN_EPOCH_MS = 100_000_000_000  # 1973: anything smaller is almost surely epoch *seconds*
 MAX_EPOCH_MS = 32_503_680_000_000  # year 3000
 MAX_SHORT_FIELD = 256
+# Tuples, not `int | float`: a union in an expression is built again at every call.
+_TS_TYPES = (int, float, str)
+_NUMBERS = (int, float)
+_CONTAINERS = (dict, list)
 RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
@@ -58,7 +62,7 @@ def _event_from_object(doc: dict[str, Any], origin: Origin, limits: InputSetting
     text = doc["text"]
     if not isinstance(text, str):
         return Rejection("wrong_type", f"`text` must be a string, got {_json_type(text)}")
-    if not text.strip():
+    if not text or text.isspace():  # `not text.strip()`, without copying the text
         return Rejection("empty_text", "`text` is empty or only whitespace")
     if len(text) > limits.max_text_chars:
         return Rejection("text_too_long", f"`text` has {len(text)} characters; the limit is {limits.max_text_chars}")
@@ -84,12 +88,19 @@ def _event_from_object(doc: dict[str, Any], origin: Origin, limits: InputSetting
     else:
         return Rejection("bad_timestamp", "no `ts` field and the message has no Kafka timestamp")
 
-    return Event(id=doc.get("id") or origin.ref, text=text, ts_ms=ts, fields=doc, origin=origin)
+    return Event(doc.get("id") or origin.ref, text, ts, doc, origin)  # id, text, ts_ms, fields, origin
 
 
 def parse_ts(v: Any) -> int | Rejection:
     """RFC 3339 with an offset, or epoch milliseconds → epoch milliseconds."""
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
+    if type(v) is int and MIN_EPOCH_MS <= v <= MAX_EPOCH_MS:  # the usual case, as parse_ts_checked returns it
+        return v
+    return parse_ts_checked(v)
+
+
+def parse_ts_checked(v: Any) -> int | Rejection:
+    """`parse_ts` without its fast path for epoch milliseconds in range."""
+    if isinstance(v, bool) or not isinstance(v, _TS_TYPES):
         return Rejection("wrong_type", f"`ts` must be an RFC 3339 string or epoch milliseconds, got {_json_type(v)}")
     if isinstance(v, str):
         # fromisoformat alone accepts ISO 8601 forms that RFC 3339 does not (week dates, "+02", "T20Z"...)
@@ -116,7 +127,7 @@ def _depth(doc: Any, limit: int) -> int:
         if deepest > limit:
             break
         children = node.values() if isinstance(node, dict) else node
-        stack.extend((c, level + 1) for c in children if isinstance(c, dict | list))
+        stack.extend((c, level + 1) for c in children if isinstance(c, _CONTAINERS))
     return deepest
 
 
@@ -125,7 +136,7 @@ def _json_type(v: Any) -> str:
         return "null"
     if isinstance(v, bool):
         return "boolean"
-    if isinstance(v, int | float):
+    if isinstance(v, _NUMBERS):
         return "number"
     if isinstance(v, str):
         return "string"

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.config import Label
 from pipeline.model.base import Encoder
-from pipeline.output.records import Classification, ModelInfo
+from pipeline.output.records import Classification, ModelInfo, round_rows
 
 UNKNOWN = "unknown"
 
@@ -52,11 +52,18 @@ class LabelClassifier:
         return softmax(embeddings @ self.prototypes.T, self.temperature)
 
     def classify(self, texts: Sequence[str]) -> list[Classification]:
+        """A label, its score and every label's score per text; the scores also rounded as the enriched record
+        carries them. The batch goes through numpy at once: per text only a few dicts are built."""
         probs = self.score(self.model.encode(texts))
-        best = probs.argmax(axis=1)
+        names, floor = self.names, self.min_confidence
+        best = probs.argmax(axis=1).tolist()
+        rows = probs.tolist()  # Python floats, as float() of each element
+        rounded = round_rows(probs)
         out = []
-        for row, b in zip(probs, best, strict=True):
-            score = float(row[b])
-            label = self.names[b] if score >= self.min_confidence else UNKNOWN
-            out.append(Classification(label, score, dict(zip(self.names, map(float, row), strict=True))))
+        for row, b, r in zip(rows, best, rounded, strict=True):
+            score = row[b]
+            label = names[b] if score >= floor else UNKNOWN
+            out.append(
+                Classification(label, score, dict(zip(names, row, strict=True)), dict(zip(names, r, strict=True)))
+            )
         return out

@@ -15,12 +15,15 @@ model with `call(load)` on that thread, so onnxruntime's own threads inherit the
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from queue import Empty, SimpleQueue
+from typing import Any, TypeVar
 
 import structlog
 
@@ -41,20 +44,29 @@ def lower_priority(nice: int) -> None:
 
 
 class ModelThread:
+    """A thread of its own with a plain queue, not a ThreadPoolExecutor: a call costs one queue put and one
+    `call_soon_threadsafe` back (the executor's futures, conditions and semaphore cost about twice the CPU,
+    paid once per model batch)."""
+
     def __init__(self, name: str = "model", *, nice: int = 0) -> None:
         self.name = name
+        self._nice = nice
         self._thread: threading.Thread | None = None  # started with the first call
-        self._pool = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=name, initializer=self._started, initargs=(nice,)
-        )
-
-    def _started(self, nice: int) -> None:
-        self._thread = threading.current_thread()
-        lower_priority(nice)
+        self._queue: SimpleQueue[_Call[Any] | None] = SimpleQueue()
+        self._closed = False
 
     async def call(self, fn: Callable[[], R]) -> R:
         """`fn()` run on this thread; RuntimeError once closed."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        if self._closed:
+            raise RuntimeError(f"model thread {self.name} is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"{self.name}_0", daemon=True)
+            self._thread.start()
+            atexit.register(_close_at_exit, weakref.ref(self))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.put((loop, future, fn))
+        return await future
 
     async def timed(self, fn: Callable[[], R]) -> tuple[R, float]:
         """`fn()` run on this thread, and the seconds it took there (queueing excluded)."""
@@ -72,9 +84,73 @@ class ModelThread:
 
     def close(self) -> None:
         """No more calls; queued ones are cancelled; the thread ends after the call in flight. Never blocks."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+        while True:
+            try:
+                call = self._queue.get_nowait()
+            except Empty:
+                break
+            if call is not None:
+                _post(call[0], _cancel, call[1])
+        self._queue.put(None)  # the thread's signal to end
+
+    def close_and_join(self) -> None:
+        """`close()`, then block until the thread has ended (interpreter exit; never on the loop)."""
+        self.close()
+        if self._thread is not None:
+            self._thread.join()
 
     async def aclose(self) -> None:
         """`close()`, then wait off the loop until the thread has ended."""
         self.close()
-        await asyncio.to_thread(self._pool.shutdown, wait=True)  # joins the thread
+        thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    def _run(self) -> None:
+        lower_priority(self._nice)
+        queue = self._queue
+        while True:
+            call = queue.get()
+            if call is None:
+                return
+            loop, future, fn = call
+            if self._closed:  # taken while close() emptied the queue: cancelled as the others
+                _post(loop, _cancel, future)
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:  # noqa: BLE001  handed to the caller, as an executor does
+                _post(loop, _fail, future, exc)
+            else:
+                _post(loop, _succeed, future, result)
+            del call, future, fn  # not kept alive until the next call
+
+
+_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[R]", Callable[[], R]]
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for the answer
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _succeed(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():  # the caller may have been cancelled meanwhile
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _cancel(future: asyncio.Future[Any]) -> None:
+    future.cancel()
+
+
+def _close_at_exit(ref: weakref.ref[ModelThread]) -> None:
+    """At interpreter exit, as an executor's threads: no more calls, and the call in flight finishes first."""
+    thread = ref()
+    if thread is not None:
+        thread.close_and_join()

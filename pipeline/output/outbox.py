@@ -198,10 +198,14 @@ class Outbox:
             if after is not None:
                 await asyncio.shield(after)  # shielded: cancelling this batch must not cancel the earlier one
             n_acks = len(then_ack)
+            stored: object = None  # the last awaitable seen stored: records of one producer batch share it
             for i, (record, ack) in enumerate(zip(records, handed, strict=True)):
                 # Mostly the broker acked the whole batch at once: a stored record costs a check, no await.
-                if not (isinstance(ack, asyncio.Future) and ack.done() and _succeeded(ack)):
-                    await self._stored(record, ack)
+                if ack is not stored:
+                    if isinstance(ack, asyncio.Future) and ack.done() and _succeeded(ack):
+                        stored = ack
+                    else:
+                        await self._stored(record, ack)
                 if i < n_acks:
                     await run_ack(then_ack[i])
             if then is not None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 
 from schemas import Event, Origin
@@ -21,6 +23,34 @@ class Classification:
     label: str
     score: float
     scores: dict[str, float]
+    # `scores` rounded as the enriched record carries them (`round(v, 4)`), when the classifier rounded a whole
+    # batch at once (`round_rows`); None: enriched_record rounds them itself.
+    rounded: dict[str, float] | None = field(default=None, compare=False, repr=False)
+
+
+SCORE_DIGITS = 4
+
+
+def round_rows(x: np.ndarray, ndigits: int = SCORE_DIGITS) -> list[list[float]]:
+    """`[[round(float(v), ndigits) for v in row] for row in x]`, bit for bit, for a 2-D array at once.
+
+    numpy's `rint(v * 10**n) / 10**n` is Python's correctly rounded `round(v, n)` whenever `v * 10**n` is
+    computed exactly or is not within its rounding error of a tie (x.5): the division of an integer by
+    10**n is correctly rounded, as Python's decimal → float step is. The few values where it may not be
+    (near a tie, huge, not finite) are rounded by Python.
+    """
+    v = np.asarray(x, dtype=np.float64)
+    scale = 10.0**ndigits
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = v * scale
+        out = np.rint(t) / scale
+        a = np.abs(t)
+        doubt = ~(a < 2.0**52) | (np.abs(t - np.floor(t) - 0.5) <= np.spacing(a))
+    rows: list[list[float]] = out.tolist()
+    if doubt.any():
+        for i, j in zip(*np.nonzero(doubt), strict=True):
+            rows[i][j] = round(float(v[i, j]), ndigits)
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +76,8 @@ def enriched_record(
     doc["ts"] = event.ts_ms
     doc["analysis"] = {
         "label": result.label,
-        "score": round(result.score, 4),
-        "scores": {k: round(v, 4) for k, v in result.scores.items()},
+        "score": round(result.score, SCORE_DIGITS),
+        "scores": rounded if (rounded := result.rounded) is not None else _round_scores(result.scores),
         "model": {"name": model.name, "hash": model.hash},
         "taxonomy_version": taxonomy_version,
         "deadline_met": deadline_met,
@@ -56,6 +86,48 @@ def enriched_record(
         "latency_ms": {"queue": round(queue_ms, 2), "model": round(model_ms, 2), "total": round(total_ms, 2)},
     }
     return orjson.dumps(doc)
+
+
+def enriched_records(
+    events: Sequence[Event],
+    results: Sequence[Classification],
+    model: ModelInfo,
+    taxonomy_version: str,
+    *,
+    deadline_met: Sequence[bool],
+    degraded: bool,
+    queue_ms: Sequence[float],
+    model_ms: float,
+    total_ms: Sequence[float],
+) -> list[bytes]:
+    """`enriched_record` for a model batch, the same bytes for each: what is the same for every record of the
+    batch (the model, its time) is built once."""
+    model_doc = {"name": model.name, "hash": model.hash}
+    model_rounded = round(model_ms, 2)
+    dumps = orjson.dumps
+    out = []
+    for event, result, met, queue, total in zip(events, results, deadline_met, queue_ms, total_ms, strict=True):
+        doc = dict(event.fields)
+        doc["id"] = event.id
+        doc["ts"] = event.ts_ms
+        rounded = result.rounded
+        doc["analysis"] = {
+            "label": result.label,
+            "score": round(result.score, SCORE_DIGITS),
+            "scores": rounded if rounded is not None else _round_scores(result.scores),
+            "model": model_doc,
+            "taxonomy_version": taxonomy_version,
+            "deadline_met": met,
+            "degraded": degraded,
+            "deferred": event.deferred,
+            "latency_ms": {"queue": round(queue, 2), "model": model_rounded, "total": round(total, 2)},
+        }
+        out.append(dumps(doc))
+    return out
+
+
+def _round_scores(scores: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, SCORE_DIGITS) for k, v in scores.items()}
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -173,3 +173,10 @@ async def test_model_worker_runs_classify_off_the_loop() -> None:
         assert thread.startswith("test-model")
     finally:
         worker.close()
+
+
+def test_rounded_scores_are_the_scores_rounded_as_the_enriched_record_carries_them() -> None:
+    texts = ["An unexpected charge on my card", "my package, no tracking", "the app shows an error", "hello"]
+    for r in classifier(temperature=0.3).classify(texts):
+        assert r.rounded == {k: round(v, 4) for k, v in r.scores.items()}
+        assert list(r.rounded) == list(r.scores)

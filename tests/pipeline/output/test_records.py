@@ -1,0 +1,72 @@
+"""pipeline/output/records.py: the batch rounding of label scores is Python's `round(v, 4)` bit for bit, and an
+enriched record is the same bytes whether the classifier rounded the scores or the record does."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from pipeline.output.records import Classification, ModelInfo, enriched_record, round_rows
+from schemas import Event, Origin
+
+
+def bits(v: float) -> bytes:
+    return struct.pack("<d", v)  # -0.0 and 0.0 differ, as do NaNs: compare the exact double
+
+
+def python_rounded(x: np.ndarray, ndigits: int = 4) -> list[list[bytes]]:
+    return [[bits(round(float(v), ndigits)) for v in row] for row in x]
+
+
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6), elements=st.floats()))
+def test_round_rows_is_python_round_for_any_double(x: np.ndarray) -> None:
+    assert [[bits(v) for v in row] for row in round_rows(x)] == python_rounded(x)
+
+
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=6),
+        elements=st.floats(0.0, 1.0, width=32),
+    ),
+    st.integers(1, 6),
+)
+def test_round_rows_is_python_round_for_probabilities(x: np.ndarray, ndigits: int) -> None:
+    assert [[bits(v) for v in row] for row in round_rows(x, ndigits)] == python_rounded(x, ndigits)
+
+
+def test_round_rows_takes_ties_and_near_ties_as_python_does() -> None:
+    # x.5 at the 5th decimal, exactly or within a double's error, and values where v * 1e4 is inexact
+    ties = [0.00005, 0.00015, 0.12345, 0.99995, 2.675e-4, 1.00005, 0.5, 1 / 3, 1e-320, 1e300, -0.00005]
+    nearby = [np.nextafter(t, d) for t in ties for d in (-np.inf, np.inf)]
+    x = np.array([ties, nearby[: len(ties)], nearby[len(ties) :]], dtype=np.float64)
+    assert [[bits(v) for v in row] for row in round_rows(x)] == python_rounded(x)
+
+
+@given(
+    st.lists(st.floats(0.0, 1.0, width=32), min_size=2, max_size=5),
+    st.booleans(),
+    st.booleans(),
+    st.floats(0.0, 1e6),
+)
+def test_enriched_record_is_the_same_bytes_with_scores_rounded_by_the_classifier(
+    values: list[float], met: bool, degraded: bool, ms: float
+) -> None:
+    names = [f"label{i}" for i in range(len(values))]
+    scores = dict(zip(names, values, strict=True))
+    (rounded,) = round_rows(np.array([values], dtype=np.float32))
+    best = max(values)
+    plain = Classification(names[values.index(best)], best, scores)
+    batched = Classification(plain.label, best, scores, dict(zip(names, rounded, strict=True)))
+    assert batched == plain
+    event = Event("e1", "some text", 1_700_000_000_000, {"text": "some text", "x": 1}, Origin("events", 0, 7))
+    kwargs = dict(deadline_met=met, degraded=degraded, queue_ms=ms, model_ms=ms / 3, total_ms=ms * 2)
+    info = ModelInfo("m", "sha256:m")
+    record = enriched_record(event, batched, info, "v1", **kwargs)  # type: ignore[arg-type]
+    assert record == enriched_record(event, plain, info, "v1", **kwargs)  # type: ignore[arg-type]
+    assert orjson.loads(record)["analysis"]["scores"] == {k: round(v, 4) for k, v in scores.items()}
