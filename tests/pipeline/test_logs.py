@@ -1,0 +1,30 @@
+"""Logging set-up: a logger keeps working after the stream it first wrote to is replaced and closed."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+import structlog
+
+from pipeline import logs
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog():
+    yield
+    structlog.reset_defaults()
+
+
+def test_a_cached_logger_writes_to_the_current_stderr_after_the_old_one_is_closed(monkeypatch) -> None:
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logs.configure("json")
+    log = structlog.get_logger("t")
+    log.info("one")
+    first.close()  # what a test's capture or a daemon's redirect does to the stream logging started with
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    log.info("two")
+    assert '"event": "two"' in second.getvalue()
