@@ -226,6 +226,27 @@ class AlertsSettings(_Section):
         return self
 
 
+class FactsSettings(_Section):
+    """Reference facts joined to events (pipeline/facts): a compacted topic read whole by every worker."""
+
+    enabled: bool = False
+    topic: str = Field("reference.facts", min_length=1, description="compacted; key: entity id, value: JSON object")
+    # Which event field names the entity: `key`, `source`, `id` or `attrs.<dotted.path>`.
+    join_field: str = Field("key", min_length=1)
+    max_entries: int = Field(100_000, ge=1, le=10_000_000, description="table bound; the oldest updated go first")
+    max_value_bytes: int = Field(4096, ge=16, le=1_048_576, description="a larger fact is rejected")
+    load_timeout_s: float = Field(30.0, gt=0, le=3600, description="start waits this long to read the table whole")
+    prompt_entities: int = Field(5, ge=0, le=50, description="entities whose facts go into one generator prompt")
+    prompt_fact_chars: int = Field(160, ge=16, le=2000, description="characters of one entity's facts in a prompt")
+
+    @field_validator("join_field")
+    @classmethod
+    def _field_spec(cls, v: str) -> str:
+        if v in ("key", "source", "id") or (v.startswith("attrs.") and all(v.split(".")[1:])):
+            return v
+        raise ValueError("use `key`, `source`, `id` or `attrs.<path>` (e.g. attrs.customer_id)")
+
+
 class ClassifierSettings(_Section):
     min_confidence: float = Field(0.35, ge=0.0, le=1.0)
     temperature: float = Field(0.05, gt=0.0, le=10.0)
@@ -381,6 +402,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     summaries: SummariesSettings = SummariesSettings()
     alerts: AlertsSettings = AlertsSettings()
+    facts: FactsSettings = FactsSettings()
     labels: dict[str, Label] = Field(min_length=2)
     taxonomy_version: str | None = None
 
