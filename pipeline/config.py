@@ -172,6 +172,9 @@ class SummariesSettings(_Section):
     nice: int = Field(10, ge=0, le=19, description="generator thread's lower CPU priority (0: same as the rest)")
     max_batch: int = Field(8, ge=1, le=256, description="prompts per generator call")
     extractive_k: int = Field(2, ge=1, le=20, description="texts in an extractive summary")
+    grounding_check: bool = Field(
+        True, description="a generated text naming what neither the messages nor their facts hold goes extractive"
+    )
     extractive_max_texts: int = Field(64, ge=1, le=4096, description="texts encoded per extractive summary")
     stats_wait_s: float = Field(
         60.0, gt=0, le=86400, description="a window's stats wait this long after its close for every partition's part"

@@ -110,7 +110,7 @@ def enriched_records(
     model_doc = {"name": model.name, "hash": model.hash}
     model_rounded = round(model_ms, 2)
     dumps = orjson.dumps
-    out = []
+    out: list[bytes] = []
     for event, result, met, queue, total in zip(events, results, deadline_met, queue_ms, total_ms, strict=True):
         doc = dict(event.fields)
         doc["id"] = event.id
