@@ -239,8 +239,12 @@ class FactsSettings(_Section):
     max_entries: int = Field(100_000, ge=1, le=10_000_000, description="table bound; the oldest updated go first")
     max_value_bytes: int = Field(4096, ge=16, le=1_048_576, description="a larger fact is rejected")
     load_timeout_s: float = Field(30.0, gt=0, le=3600, description="start waits this long to read the table whole")
-    prompt_entities: int = Field(5, ge=0, le=50, description="entities whose facts go into one generator prompt")
+    # 0: only the counts over the window's entities ("4 of the 5 customers have plan Business"): what SmolLM2-135M
+    # used best (README "Facts"); a larger generator may read each entity's own line too.
+    prompt_entities: int = Field(0, ge=0, le=50, description="entities whose own facts go into one prompt")
     prompt_fact_chars: int = Field(160, ge=16, le=2000, description="characters of one entity's facts in a prompt")
+    # What the entities are, in the prompt: "Facts about the customers", "which customers have it".
+    entity_noun: str = Field("customers", min_length=1, max_length=40, pattern=r"^[\w -]+$")
 
     @field_validator("join_field")
     @classmethod

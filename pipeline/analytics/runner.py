@@ -453,7 +453,7 @@ class WindowAnalytics:
             prompt, tokens = "", 0
             if self.generator is not None and len(w.events) >= self.s.min_events_abstractive:
                 texts = prompt_texts([e.text for e in w.events], self.s.prompt_events, sample_evenly)
-                prompt = summary_prompt(texts, facts=self._facts_lines(w))
+                prompt = summary_prompt(texts, facts=self._facts_lines(w), noun=self.settings.facts.entity_noun)
                 tokens = self._count_tokens(prompt)
             closed_at = w.closed_at if w.closed_at is not None else self.clock()
             jobs.append(Job(prompt, tokens, len(w.events), closed_at + self.s.budget_s, SummaryTask(w)))
@@ -462,7 +462,7 @@ class WindowAnalytics:
     def _facts_lines(self, window: Window) -> list[str]:
         """The facts of the window's entities for its prompt, bounded (pipeline/facts/prompt.py)."""
         f = self.settings.facts
-        return facts_lines((e.facts for e in window.events), f.prompt_entities, f.prompt_fact_chars)
+        return facts_lines((e.facts for e in window.events), f.prompt_entities, f.prompt_fact_chars, f.entity_noun)
 
     def _ungrounded(self, job: Job, text: str) -> list[str]:
         """The names and numbers of a generated `text` that neither the window's messages nor its facts hold

@@ -2,10 +2,11 @@
 
 A window's events may name many entities, each many times. The prompt gets each entity once (the most
 frequent first, `max_entities` at most, each line at most `max_chars`), then one line of counts over every
-entity of the window: "Of the 5 with facts: plan Business 3, Free 2; region EU 4, US 1". The counts are
-what lets a small model say "3 of the 5 customers are on the Business plan" from data: it copies numbers
-well and adds them up badly. Only scalar facts are counted, at most MAX_COUNTED_FIELDS fields and
-MAX_COUNTED_VALUES values each, so the prompt stays bounded whatever the facts hold.
+entity of the window: "3 of the 5 customers have plan Business; 2 of the 5 customers have plan Free; ...".
+The counts are what lets a small model say "3 of the 5 customers are on the Business plan" from data: it
+copies numbers well and adds them up badly. Only scalar facts are counted, in fields that group entities (not
+one value each), at most MAX_COUNTED_FIELDS fields and MAX_COUNTED_VALUES values each, so the prompt stays
+bounded whatever the facts hold.
 """
 
 from __future__ import annotations
@@ -33,32 +34,38 @@ def distinct_entities(joined: Iterable[Joined | None]) -> list[Joined]:
     return [(e, latest[e]) for e in order]
 
 
-def facts_lines(joined: Iterable[Joined | None], max_entities: int, max_chars: int) -> list[str]:
-    """The prompt's facts: one line per entity (bounded), then the counts line; [] when none matched."""
+def facts_lines(
+    joined: Iterable[Joined | None], max_entities: int, max_chars: int, noun: str = "customers"
+) -> list[str]:
+    """The prompt's facts: one line per entity (at most `max_entities`, 0: none), then the counts line; []
+    when no event matched."""
     entities = distinct_entities(joined)
-    if not entities or max_entities == 0:
+    if not entities:
         return []
     lines = [_clip(f"{e}: {_render(values)}", max_chars) for e, values in entities[:max_entities]]
-    counts = counts_line(entities)
+    counts = counts_line(entities, noun)
     if counts:
         lines.append(counts)
     return lines
 
 
-def counts_line(entities: list[Joined]) -> str:
-    """ "Of the N with facts: field value n, value m; ..." over scalar facts (the commonest values first)."""
+def counts_line(entities: list[Joined], noun: str = "customers") -> str:
+    """ "4 of the 5 customers have plan Business; 1 of the 5 customers have plan Free; ..." over scalar facts
+    (the commonest values first): whole statements, which a small model copies rather than recombines."""
     by_field: dict[str, Counter[str]] = {}
     for _, values in entities:
         for k, v in values.items():
             if isinstance(v, str | int | float | bool) and str(v):
                 by_field.setdefault(str(k), Counter())[str(v)] += 1
-    # The fields that tell entities apart most usefully: those most entities have, fewest distinct values.
-    fields = sorted(by_field, key=lambda f: (-sum(by_field[f].values()), len(by_field[f]), f))[:MAX_COUNTED_FIELDS]
+    # Fields whose every value is different (ids, seat counts) group nothing. The rest: those most entities
+    # have first, then those with the fewest distinct values.
+    grouping = [f for f, c in by_field.items() if len(entities) == 1 or len(c) < sum(c.values())]
+    fields = sorted(grouping, key=lambda f: (-sum(by_field[f].values()), len(by_field[f]), f))[:MAX_COUNTED_FIELDS]
     parts = []
     for f in fields:
         top = sorted(by_field[f].items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_COUNTED_VALUES]
-        parts.append(f"{f} " + ", ".join(f"{v} {n}" for v, n in top))
-    return f"Of the {len(entities)} with facts: " + "; ".join(parts) if parts else ""
+        parts.extend(f"{n} of the {len(entities)} {noun} have {f} {v}" for v, n in top)
+    return "; ".join(parts) + "." if parts else ""
 
 
 def _render(values: dict[str, Any]) -> str:
