@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.analytics.extractive import sample_evenly
 from pipeline.analytics.grounding import facts_words, ungrounded_terms
-from pipeline.analytics.summarizer import prompt_texts, summary_prompt
+from pipeline.analytics.summarizer import PROMPT_QUESTION, prompt_texts, summary_prompt
 from pipeline.facts.load import parse_facts_lines
 from pipeline.facts.prompt import facts_lines
 
@@ -33,10 +33,12 @@ def load_fixture(folder: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str
     return windows, facts
 
 
-CONDITIONS = {  # prompt → how many entity lines it carries (None: no facts at all)
-    "without_facts": None,
-    "with_fact_counts": 0,  # the default: facts.prompt_entities 0, only the counts
-    "with_counts_and_5_entities": 5,
+WHO = "What is the common problem, and which customers have it? Answer in one sentence."
+# prompt → (entity lines it carries, None: no facts at all; its question)
+CONDITIONS: dict[str, tuple[int | None, str]] = {
+    "without_facts": (None, PROMPT_QUESTION),
+    "with_fact_counts": (0, PROMPT_QUESTION),  # the worker's default: facts.prompt_entities 0, only the counts
+    "with_fact_counts_asking_who": (0, WHO),
 }
 
 
@@ -55,8 +57,8 @@ def prompts_and_sources(
             sources.append(j[0])
             sources.extend(facts_words(j[1]))
     prompts = {
-        cond: summary_prompt(shown, facts=facts_lines(joined, n, 160) if n is not None else ())
-        for cond, n in CONDITIONS.items()
+        cond: summary_prompt(shown, question, facts_lines(joined, n, 160) if n is not None else ())
+        for cond, (n, question) in CONDITIONS.items()
     }
     return prompts, sources
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROMPT_QUESTION = "What is the common problem? Answer in one sentence."
-PROMPT_QUESTION_FACTS = "What is the common problem, and which {noun} have it? Answer in one sentence."
 PROMPT_MAX_CHARS = 200  # per message in a prompt
 
 
@@ -123,18 +122,14 @@ class SummaryPlanner:
 
 
 def summary_prompt(
-    texts: Sequence[str], question: str | None = None, facts: Sequence[str] = (), noun: str = "customers"
+    texts: Sequence[str], question: str = PROMPT_QUESTION, facts: Sequence[str] = (), noun: str = "customers"
 ) -> str:
     """The messages first, then the facts joined to them (pipeline/facts/prompt.py, bounded there), then the
-    question (what worked with SmolLM2-135M). With facts the default question asks who has the problem: the
-    answer can then come from the facts instead of from the model's imagination."""
+    question (what worked with SmolLM2-135M). The question stays the same with facts: asked which customers
+    have the problem, SmolLM2-135M wrote about their plans whether they mattered or not (README "Facts")."""
     lines = "\n".join(f"- {_clip(t)}" for t in texts)
-    if not facts:
-        return f"Messages:\n{lines}\n\n{question or PROMPT_QUESTION}"
     known = "".join(f"- {f}\n" for f in facts)
-    return (
-        f"Messages:\n{lines}\n\nFacts about the {noun}:\n{known}\n{question or PROMPT_QUESTION_FACTS.format(noun=noun)}"
-    )
+    return f"Messages:\n{lines}\n\n" + (f"Facts about the {noun}:\n{known}\n" if facts else "") + question
 
 
 def alert_prompt(label: str, texts: Sequence[str], facts: Sequence[str] = (), noun: str = "customers") -> str:

@@ -61,7 +61,7 @@ def counts_line(entities: list[Joined], noun: str = "customers") -> str:
     # have first, then those with the fewest distinct values.
     grouping = [f for f, c in by_field.items() if len(entities) == 1 or len(c) < sum(c.values())]
     fields = sorted(grouping, key=lambda f: (-sum(by_field[f].values()), len(by_field[f]), f))[:MAX_COUNTED_FIELDS]
-    parts = []
+    parts: list[str] = []
     for f in fields:
         top = sorted(by_field[f].items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_COUNTED_VALUES]
         parts.extend(f"{n} of the {len(entities)} {noun} have {f} {v}" for v, n in top)

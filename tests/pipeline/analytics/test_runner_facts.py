@@ -74,7 +74,7 @@ def test_the_prompt_has_the_facts_and_an_ungrounded_summary_goes_extractive(monk
     assert len(gen.prompts) == 2
     for prompt in gen.prompts:
         assert "2 of the 3 customers have plan Business" in prompt
-        assert "which customers have it?" in prompt
+        assert "Facts about the customers:" in prompt
     by_key = {r["key"]: r for r in sink.of(s.topics.summaries)}
     schema = load_schema("summary")
     for r in by_key.values():

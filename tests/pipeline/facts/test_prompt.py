@@ -37,8 +37,9 @@ def test_the_counts_line_is_bounded_whatever_the_facts_hold() -> None:
     assert counts.count(" have ") <= MAX_COUNTED_FIELDS * MAX_COUNTED_VALUES
 
 
-def test_the_prompt_asks_who_has_the_problem_only_when_it_has_facts() -> None:
-    assert summary_prompt(["a"]).endswith(PROMPT_QUESTION)
+def test_the_facts_come_after_the_messages_and_before_the_question() -> None:
+    assert summary_prompt(["a"]) == f"Messages:\n- a\n\n{PROMPT_QUESTION}"
     with_facts = summary_prompt(["a"], facts=["2 of the 2 customers have plan Free."])
-    assert "Facts about the customers:\n- 2 of the 2 customers have plan Free.\n" in with_facts
-    assert with_facts.endswith("which customers have it? Answer in one sentence.")
+    assert with_facts == (
+        f"Messages:\n- a\n\nFacts about the customers:\n- 2 of the 2 customers have plan Free.\n\n{PROMPT_QUESTION}"
+    )
