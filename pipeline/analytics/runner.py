@@ -90,6 +90,7 @@ class AlertTask:
     window: Window
     texts: list[str]  # of the spiking label, for the explanation
     done: Countdown | None = None  # acks the window's partials once every alert and the stats are stored
+    facts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # of the sampled events' entities
 
 
 @dataclass(slots=True)
@@ -479,6 +480,11 @@ class WindowAnalytics:
                     sources.extend(facts_words(e.facts[1]))
         else:
             sources = [*task.texts, task.spike.label, task.spike.label.replace("_", " ")]
+            f = self.settings.facts
+            sources.extend(facts_lines(task.facts, len(task.facts), f.prompt_fact_chars, f.entity_noun))
+            for entity, values in task.facts:
+                sources.append(entity)
+                sources.extend(facts_words(values))
         return ungrounded_terms(text, sources)
 
     def _count_tokens(self, prompt: str) -> int:
@@ -653,7 +659,7 @@ class WindowAnalytics:
         if not spikes:
             return
         window = Window("", start, merged.end_ms, 0, self.clock(), self.clock(), reason="time", closed_at=self.clock())
-        jobs = await asyncio.to_thread(self._alert_jobs, spikes, window, merged.texts, done)
+        jobs = await asyncio.to_thread(self._alert_jobs, spikes, window, merged.texts, done, merged.facts)
         self._run_jobs(jobs)
 
     def _check_spikes(self, merged: MergedWindow) -> list[Spike]:
@@ -681,19 +687,29 @@ class WindowAnalytics:
         return spikes
 
     def _alert_jobs(
-        self, spikes: list[Spike], window: Window, texts_by_label: dict[str, list[str]], done: Countdown
+        self,
+        spikes: list[Spike],
+        window: Window,
+        texts_by_label: dict[str, list[str]],
+        done: Countdown,
+        facts_by_label: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
     ) -> list[Job]:
         closed_at = window.closed_at if window.closed_at is not None else self.clock()
         jobs = []
+        f = self.settings.facts
         for spike in spikes:
             texts = texts_by_label.get(spike.label, [])
+            facts = (facts_by_label or {}).get(spike.label, [])
             prompt, tokens = "", 0
             if self.generator is not None:
-                prompt = alert_prompt(spike.label, prompt_texts(texts, self.s.prompt_events, sample_evenly))
+                lines = facts_lines(facts, f.prompt_entities, f.prompt_fact_chars, f.entity_noun)
+                shown = prompt_texts(texts, self.s.prompt_events, sample_evenly)
+                prompt = alert_prompt(spike.label, shown, lines, f.entity_noun)
                 tokens = self._count_tokens(prompt)
             # An explanation is one sentence whatever the window size: min_events does not apply.
             events = max(spike.count, self.s.min_events_abstractive)
-            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, AlertTask(spike, window, texts, done)))
+            task = AlertTask(spike, window, texts, done, facts)
+            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, task))
         return jobs
 
     # ---- delivery -----------------------------------------------------------------------------------------

@@ -100,3 +100,30 @@ def test_the_check_can_be_switched_off(monkeypatch) -> None:
 
     (summary,) = run(main()).of(s.topics.summaries)
     assert summary["method"] == "abstractive" and summary["summary"] == "The Premium plan."
+
+
+def test_an_alerts_prompt_has_the_facts_of_its_labels_sampled_events(monkeypatch) -> None:
+    s = runner_settings(monkeypatch, SLMSTREAM_SUMMARIES__ENABLED="false")
+
+    async def main() -> tuple[FakeSink, ScriptedGenerator]:
+        clock, sink = Clock(), FakeSink()
+        gen = ScriptedGenerator({"account_access": "Customers on the Business plan cannot log in."})
+        a = analytics(s, sink, gen, clock)
+        i = 0
+        for w in range(4):  # 3 quiet windows, then a spike of 'account_access' from Business customers
+            start = T0 + 10 * w
+            clock.advance_to(start)
+            labels = ["billing", "account_access"] if w < 3 else ["billing"] + ["account_access"] * 12
+            for label in labels:
+                i += 1
+                doc = orjson.loads(enriched_with_facts(i, f"k{i % 2}", "c1" if i % 3 else "c2"))
+                doc["ts"], doc["analysis"]["label"] = int((start + 1) * 1000), label
+                await a.submit(orjson.dumps(doc), lambda: None)
+            await close_and_drain(a, clock, start + 11, sink)
+        return sink, gen
+
+    sink, gen = run(main())
+    (alert,) = sink.of(s.topics.alerts)
+    assert alert["label"] == "account_access" and alert["method"] == "abstractive"
+    (prompt,) = gen.prompts
+    assert "Facts about the customers:\n- 2 of the 2 customers have plan Business." in prompt
