@@ -21,6 +21,8 @@ import jsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from pipeline.facts.reader import ensure_facts_topic
 from pipeline.model.identity import IDENTITY
@@ -71,6 +73,7 @@ def test_two_workers_share_the_facts_keep_them_current_and_a_restart_rebuilds_th
         "SLMSTREAM_BATCHING__LATE_POLICY": "process",
     }
     asyncio.run(ensure_facts_topic(worker_settings(**env)))
+    assert asyncio.run(topic_config(broker.bootstrap, facts_topic, "cleanup.policy")) == "compact"
     facts_file = tmp_path / "facts.jsonl"
     facts_file.write_text(
         "".join(orjson.dumps({"id": c, "facts": {"plan": p}}).decode() + "\n" for c, p in PLANS.items())
@@ -125,6 +128,17 @@ def test_two_workers_share_the_facts_keep_them_current_and_a_restart_rebuilds_th
     workers[0].stop(20)
     fresh = start_worker(**env)
     assert metric(fresh, "slmstream_facts_entries") == len(CUSTOMERS) - 1
+
+
+async def topic_config(bootstrap: str, topic: str, name: str) -> str | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    entries = {e[0]: e[1] for resource in response.resources for e in resource[4]}
+    return entries.get(name)
 
 
 async def produce_keyed(bootstrap: str, topic: str, key: bytes, value: bytes | None) -> None:
