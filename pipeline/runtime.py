@@ -2,9 +2,10 @@
 with `app.service(runtime)`).
 
 Start (`_run`, a task of this service): declare the topics, load the models off the event loop, warm them up
-(so the first batches have real service-time estimates), then run the batch scheduler (and the window
-analytics) until the worker stops. The classify reader (pipeline/ingest/reader.py) and the analyze agent wait
-for `ready()` before handing it events.
+(so the first batches have real service-time estimates), wait (bounded) until the reference facts are read
+whole when `facts.enabled` (pipeline/facts/reader.py, a service started beside this one), then run the batch
+scheduler (and the window analytics) until the worker stops. The classify reader (pipeline/ingest/reader.py)
+and the analyze agent wait for `ready()` before handing it events.
 
 Graceful stop (SIGTERM), in Faust's order:
   1. the app stops fetching and waits until every message handed to an agent is acked (`stream_wait_empty`);
