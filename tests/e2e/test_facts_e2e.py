@@ -116,18 +116,36 @@ def test_two_workers_share_the_facts_keep_them_current_and_a_restart_rebuilds_th
     ]
     after = [d for d in got if d["id"].startswith("b-")]
     assert len({d["id"] for d in after}) == len(second)
+    current = {**PLANS, "c-0": "Enterprise"}
     for d in after:
         c = d["attrs"]["customer_id"]
         if c == "c-1":
             assert "facts" not in d
         else:
-            assert d["facts"]["values"]["plan"] == ("Enterprise" if c == "c-0" else PLANS[c])
+            assert d["facts"]["values"] == {"plan": current[c]}
     assert all(metric(w, "slmstream_facts_lookups", '{result="hit"}') > h for w, h in zip(workers, hits, strict=True))
 
     # A restart reads the table again from the topic: the update and the deletion included.
     workers[0].stop(20)
     fresh = start_worker(**env)
     assert metric(fresh, "slmstream_facts_entries") == len(CUSTOMERS) - 1
+    wait_assigned([workers[1], fresh], topics.events, PARTITIONS, 60)
+    third = events("r", 4)
+    asyncio.run(produce(broker.bootstrap, topics.events, third))
+    total = len(first) + len(second) + len(third)
+    got = asyncio.run(collect(broker.bootstrap, [topics.enriched], {topics.enriched: total}, 90))[topics.enriched]
+    restarted = [d for d in got if d["id"].startswith("r-")]
+    assert len({d["id"] for d in restarted}) == len(third)
+    for d in restarted:
+        c = d["attrs"]["customer_id"]
+        assert d.get("facts", {}).get("values") == (None if c == "c-1" else {"plan": current[c]})
+    assert metric(fresh, "slmstream_facts_lookups", '{result="hit"}') > 0
+
+    # `slmstream tail` shows the topic's records by key, the tombstone too.
+    tail = cli(env, "tail", facts_topic, "-n", "0", "--json")
+    assert tail.returncode == 0, tail.stderr
+    shown = [orjson.loads(line) for line in tail.stdout.splitlines()]
+    assert {"key": "c-0", "value": {"plan": "Enterprise"}} in shown and {"key": "c-1", "value": None} in shown
 
 
 async def topic_config(bootstrap: str, topic: str, name: str) -> str | None:
