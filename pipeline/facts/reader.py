@@ -10,7 +10,8 @@ Guarantees
 - Loaded before classifying: `wait_loaded(timeout)` returns once every partition was read up to the end offset
   it had when the reader started (the runtime waits for it, at most `facts.load_timeout_s`, before it reports
   ready). Past the timeout the worker starts anyway with what it has, and says so: facts enrich events, they
-  must not stop them.
+  must not stop them. (On tansu, whose end offsets can be low, a last record batch larger than MAX_RECORDS is
+  applied a fetch after `loaded`: its rest is already buffered, so microseconds later.)
 - Live: records published later reach the table within a fetch (`fetch_max_wait_ms`), in every worker.
 - Never fatal: a bad record is rejected by the table (counted by reason, logged once per fetch with its
   entity ids, never its value); a failing broker call is logged and retried after RETRY_S.
