@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from pipeline.analytics.grounding import candidate_terms, facts_words, ungrounded_terms
+from pipeline.analytics.grounding import candidate_terms, facts_words, source_words, ungrounded_terms
 
 SOURCES = [
     "My invoice for March shows two charges of $49.99.",
@@ -42,3 +44,9 @@ def test_plurals_and_possessives_match_their_word() -> None:
 
 def test_facts_words_reach_nested_keys_and_values() -> None:
     assert sorted(facts_words({"a": {"b": [1, "x"]}, "c": None})) == ["1", "a", "b", "c", "x"]
+
+
+@given(st.lists(st.sampled_from(sorted(source_words(SOURCES))), min_size=1, max_size=12), st.randoms())
+def test_a_text_made_of_source_words_is_grounded_however_capitalised(words: list[str], rnd) -> None:
+    text = " ".join(w.capitalize() if rnd.random() < 0.5 else w.upper() if rnd.random() < 0.3 else w for w in words)
+    assert ungrounded_terms(text + ".", SOURCES) == []

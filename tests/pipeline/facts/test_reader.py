@@ -62,6 +62,7 @@ def reader() -> FactsReader:
 async def test_loaded_once_every_partition_reached_its_end_then_kept_current(reader: FactsReader) -> None:
     consumer = ScriptedConsumer({P0: 2, P1: 1})
     rejected_before = metrics.FACTS_REJECTED.labels("not_object")._value.get()  # noqa: SLF001
+    evictions_before = metrics.FACTS_EVICTIONS._value.get()  # noqa: SLF001
     task = asyncio.ensure_future(reader.read(consumer))
     try:
         await consumer.asked.get()
@@ -78,6 +79,7 @@ async def test_loaded_once_every_partition_reached_its_end_then_kept_current(rea
         assert "c1" not in reader.table and reader.table.get("c4") == {"plan": "Pro"}
         await applied(consumer, {P0: [Rec(b"c5", b"{}", 2)]})  # a third entity: the bound (2) drops c3
         assert "c3" not in reader.table and reader.table.evictions == 1
+        assert metrics.FACTS_EVICTIONS._value.get() == evictions_before + 1  # noqa: SLF001
         assert reader.join.facts_of([]) == []
     finally:
         task.cancel()
