@@ -172,6 +172,9 @@ class SummariesSettings(_Section):
     nice: int = Field(10, ge=0, le=19, description="generator thread's lower CPU priority (0: same as the rest)")
     max_batch: int = Field(8, ge=1, le=256, description="prompts per generator call")
     extractive_k: int = Field(2, ge=1, le=20, description="texts in an extractive summary")
+    grounding_check: bool = Field(
+        True, description="a generated text naming what neither the messages nor their facts hold goes extractive"
+    )
     extractive_max_texts: int = Field(64, ge=1, le=4096, description="texts encoded per extractive summary")
     stats_wait_s: float = Field(
         60.0, gt=0, le=86400, description="a window's stats wait this long after its close for every partition's part"
@@ -224,6 +227,31 @@ class AlertsSettings(_Section):
                 f"({self.baseline_windows})"
             )
         return self
+
+
+class FactsSettings(_Section):
+    """Reference facts joined to events (pipeline/facts): a compacted topic read whole by every worker."""
+
+    enabled: bool = False
+    topic: str = Field("reference.facts", min_length=1, description="compacted; key: entity id, value: JSON object")
+    # Which event field names the entity: `key`, `source`, `id` or `attrs.<dotted.path>`.
+    join_field: str = Field("key", min_length=1)
+    max_entries: int = Field(100_000, ge=1, le=10_000_000, description="table bound; the oldest updated go first")
+    max_value_bytes: int = Field(4096, ge=16, le=1_048_576, description="a larger fact is rejected")
+    load_timeout_s: float = Field(30.0, gt=0, le=3600, description="start waits this long to read the table whole")
+    # 0: only the counts over the window's entities ("4 of the 5 customers have plan Business"): what SmolLM2-135M
+    # used best (README "Facts"); a larger generator may read each entity's own line too.
+    prompt_entities: int = Field(0, ge=0, le=50, description="entities whose own facts go into one prompt")
+    prompt_fact_chars: int = Field(160, ge=16, le=2000, description="characters of one entity's facts in a prompt")
+    # What the entities are, in the prompt: "Facts about the customers", "which customers have it".
+    entity_noun: str = Field("customers", min_length=1, max_length=40, pattern=r"^[\w -]+$")
+
+    @field_validator("join_field")
+    @classmethod
+    def _field_spec(cls, v: str) -> str:
+        if v in ("key", "source", "id") or (v.startswith("attrs.") and all(v.split(".")[1:])):
+            return v
+        raise ValueError("use `key`, `source`, `id` or `attrs.<path>` (e.g. attrs.customer_id)")
 
 
 class ClassifierSettings(_Section):
@@ -381,6 +409,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     summaries: SummariesSettings = SummariesSettings()
     alerts: AlertsSettings = AlertsSettings()
+    facts: FactsSettings = FactsSettings()
     labels: dict[str, Label] = Field(min_length=2)
     taxonomy_version: str | None = None
 

@@ -79,9 +79,15 @@ def client_security_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, replicas: int = 1, **client_kwargs: Any
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    replicas: int = 1,
+    configs: dict[str, str] | None = None,
+    **client_kwargs: Any,
 ) -> None:
-    """Create the topics that do not exist yet, with an explicit partition count.
+    """Create the topics that do not exist yet, with an explicit partition count (and `configs` added to the
+    topic configs, e.g. `{"cleanup.policy": "compact"}`; a topic that exists keeps its own).
 
     `client_kwargs` go to the admin client: pass `client_security_kwargs(settings)` for SSL/SASL brokers.
     """
@@ -90,11 +96,8 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         # Explicit configs: tansu reports none, and some clients read retention.ms (brokers.md).
-        missing = [
-            NewTopic(n, partitions, replicas, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000)})
-            for n in names
-            if n not in existing
-        ]
+        topic_configs = {"retention.ms": str(7 * 24 * 3600 * 1000), **(configs or {})}
+        missing = [NewTopic(n, partitions, replicas, topic_configs=topic_configs) for n in names if n not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # a worker created it meanwhile
                 await admin.create_topics(missing)

@@ -69,6 +69,28 @@ ANALYTICS_HELD = Gauge(
     "slmstream_analytics_held", "Enriched records held in windows or awaiting their summary", registry=REGISTRY
 )
 
+# Reference facts (pipeline/facts): the table's size and what the join found, updated per batch.
+FACTS_ENTRIES = Gauge("slmstream_facts_entries", "Entities in the facts table", registry=REGISTRY)
+FACTS_EVICTIONS = Counter(
+    "slmstream_facts_evictions",
+    "Entities dropped from the facts table at its bound (facts.max_entries)",
+    registry=REGISTRY,
+)
+FACTS_REJECTED = Counter(
+    "slmstream_facts_rejected", "Records of the reference topic rejected, by reason", ["reason"], registry=REGISTRY
+)
+FACTS_LOOKUPS = Counter(
+    "slmstream_facts_lookups", "Events joined to the facts table, by result (hit, miss)", ["result"], registry=REGISTRY
+)
+
+
+def observe_facts_lookups(hits: int, misses: int) -> None:
+    """One batch's joins (pipeline/facts/join.py): two counter calls per batch, none per event."""
+    if hits:
+        FACTS_LOOKUPS.labels("hit").inc(hits)
+    if misses:
+        FACTS_LOOKUPS.labels("miss").inc(misses)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

@@ -2,9 +2,10 @@
 with `app.service(runtime)`).
 
 Start (`_run`, a task of this service): declare the topics, load the models off the event loop, warm them up
-(so the first batches have real service-time estimates), then run the batch scheduler (and the window
-analytics) until the worker stops. The classify reader (pipeline/ingest/reader.py) and the analyze agent wait
-for `ready()` before handing it events.
+(so the first batches have real service-time estimates), wait (bounded) until the reference facts are read
+whole when `facts.enabled` (pipeline/facts/reader.py, a service started beside this one), then run the batch
+scheduler (and the window analytics) until the worker stops. The classify reader (pipeline/ingest/reader.py)
+and the analyze agent wait for `ready()` before handing it events.
 
 Graceful stop (SIGTERM), in Faust's order:
   1. the app stops fetching and waits until every message handed to an agent is acked (`stream_wait_empty`);
@@ -36,6 +37,7 @@ from pipeline.analytics.restore import read_stats_tail, records_per_partition
 from pipeline.analytics.runner import WindowAnalytics
 from pipeline.batching.scheduler import BatchScheduler, InputsDone
 from pipeline.config import Settings
+from pipeline.facts.reader import FactsReader
 from pipeline.faust_app import SlmApp, WorkerTopics
 from pipeline.kafka_transport import committed_offsets
 from pipeline.model.base import ModelError
@@ -122,9 +124,11 @@ class Runtime(mode.Service):
         topics: WorkerTopics,
         observers: Sequence[Observer] = (),
         inputs_done: InputsDone | None = None,
+        facts: FactsReader | None = None,
     ) -> None:
         super().__init__()
         self.app = app
+        self.facts = facts  # the reference facts (facts.enabled): read whole before this runtime is ready
         self.inputs_done = inputs_done  # the classify reader's offset bookkeeping (pipeline/ingest/reader.py)
         self.settings = app.settings
         self.topics = topics
@@ -171,7 +175,13 @@ class Runtime(mode.Service):
             await self._cannot_start(exc)
             return
         scheduler = BatchScheduler(
-            settings, primary, fallback, ProducerSink(self.app), observers=self.observers, inputs_done=self.inputs_done
+            settings,
+            primary,
+            fallback,
+            ProducerSink(self.app),
+            observers=self.observers,
+            inputs_done=self.inputs_done,
+            facts=self.facts.join if self.facts is not None else None,
         )
         await self._warm_up(scheduler, primary)
         if self.analytics_on:
@@ -184,6 +194,8 @@ class Runtime(mode.Service):
                 return
             self.analytics.assign(self.assigned_by_key)  # assigned before the analytics were ready
             self.partials_assigned(self.assigned_partials)
+        if self.facts is not None:  # read while the models loaded; the rest (if any) joins as it arrives
+            await self.facts.wait_loaded(settings.facts.load_timeout_s)
         self.scheduler = scheduler
         self._ready_event().set()
         log.info(

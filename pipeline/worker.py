@@ -17,6 +17,7 @@ from agents import analyze, classify
 from pipeline import metrics
 from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.dashboard.live import LiveState
+from pipeline.facts.reader import FactsReader
 from pipeline.faust_app import SlmApp, create_app, worker_topics
 from pipeline.ingest.offsets import AckedOffsets
 from pipeline.model.base import ModelError
@@ -34,7 +35,10 @@ def build_worker(settings: Settings) -> SlmApp:
     live = LiveState()  # the dashboard's state: fed by the loops as an observer, read by /api/live
     offsets: AckedOffsets[Any] = AckedOffsets()  # the classify path's input offsets: done → committed
     observers = (metrics.MetricsObserver(), live)
-    runtime = app.runtime = Runtime(app, topics, observers=observers, inputs_done=offsets.done)
+    facts = FactsReader(settings) if settings.facts.enabled else None  # every worker reads the whole table
+    if facts is not None:
+        app.service(facts)  # type: ignore[arg-type]  # an instance, as the runtime below
+    runtime = app.runtime = Runtime(app, topics, observers=observers, inputs_done=offsets.done, facts=facts)
     # Started with the app, stopped (drained) before its consumer: see pipeline/runtime.py. An instance, not a
     # class: Faust starts either (App._prepare_subservice), its annotation names only the class.
     app.service(runtime)  # type: ignore[arg-type]

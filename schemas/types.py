@@ -76,7 +76,13 @@ class WindowBounds(TypedDict):
     closed_by: str  # time | max_events | size | capacity | shutdown
 
 
-class SummaryRecord(TypedDict):
+class _Reason(TypedDict, total=False):
+    """Optional keys (a class of their own: `NotRequired` is not seen under postponed annotations in 3.11)."""
+
+    reason: str  # why extractive, when not for the window's size (e.g. "ungrounded: Premium, 99")
+
+
+class SummaryRecord(_Reason):
     key: str
     window: WindowBounds
     count: int
@@ -98,7 +104,7 @@ class Baseline(TypedDict):
     windows: int
 
 
-class AlertRecord(TypedDict):
+class AlertRecord(_Reason):
     label: str
     window: WindowBounds
     count: int

@@ -34,12 +34,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from pipeline.analytics.records import rfc3339
 from pipeline.analytics.windows import Window
 
 AckFn = Callable[[], Any]
 PARTIALS_KEY = b"windows"  # every partial under one key: one partition, one merger
 MAX_SAMPLES_PER_LABEL = 10  # texts per label a partial carries: enough for an alert's prompt
+# Facts (pipeline/facts) of the sampled events' entities a partial carries, for the alert's prompt: bounded in
+# bytes, so a partial stays far below a broker's record limit whatever the facts hold.
+MAX_FACTS_BYTES_PER_PARTIAL = 64 * 1024
 KEEP_WINDOWS = 200  # merged windows remembered (for revisions and to drop re-read partials); older: the stats topic
 
 
@@ -56,12 +61,19 @@ def partial_record(window: Window, partition: int, start_ms: int, end_ms: int) -
     """The partial of one by-key partition for one window (`window` holds that partition's records of it)."""
     events = window.events
     hist = Counter(latency_bucket(e.latency_ms) for e in events if e.latency_ms is not None)
-    samples: dict[str, dict[str, list[str]]] = {}
+    samples: dict[str, dict[str, list[Any]]] = {}
+    facts_budget = MAX_FACTS_BYTES_PER_PARTIAL
     for e in events:
         s = samples.setdefault(e.label, {"ids": [], "texts": []})
         if len(s["ids"]) < MAX_SAMPLES_PER_LABEL:
             s["ids"].append(e.id)
             s["texts"].append(e.text)
+            if e.facts is not None and facts_budget > 0:  # each entity once per label
+                known = s.setdefault("facts", [])
+                if all(f[0] != e.facts[0] for f in known):
+                    facts_budget -= len(orjson.dumps(e.facts))
+                    if facts_budget >= 0:
+                        known.append(list(e.facts))
     return {
         "window": {"start_ms": start_ms, "end_ms": end_ms},
         "partition": partition,
@@ -113,6 +125,7 @@ class MergedWindow:
     sample_ids: dict[str, list[str]]
     first_ts_ms: int | None
     acks: list[AckFn]
+    facts: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)  # per label: (entity, facts)
 
 
 @dataclass(slots=True)
@@ -249,12 +262,14 @@ class StatsMerger:
         hist: Counter[float] = Counter()
         texts: dict[str, list[str]] = {}
         ids: dict[str, list[str]] = {}
+        facts: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for d in sorted(parts, key=lambda d: d["partition"]):
             labels.update(d["labels"])
             sources.update(d["sources"])
             hist.update({float(k): v for k, v in d["latency_hist"].items()})
             for label, s in d["samples"].items():
                 texts.setdefault(label, []).extend(s["texts"])
+                facts.setdefault(label, []).extend((f[0], f[1]) for f in s.get("facts", ()))
                 ids.setdefault(label, []).extend(s["ids"])
         n_lat = sum(hist.values())
         mean = sum(k * v for k, v in hist.items()) / n_lat if n_lat else None
@@ -290,7 +305,7 @@ class StatsMerger:
             for p in st.parts:
                 st.parts[p] = dict(st.parts[p], samples={})
         return MergedWindow(
-            st.start_ms, st.end_ms, record, texts, ids, min(first) if first else None, self._take_acks(st)
+            st.start_ms, st.end_ms, record, texts, ids, min(first) if first else None, self._take_acks(st), facts
         )
 
     def _prune(self) -> None:

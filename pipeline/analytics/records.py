@@ -36,8 +36,9 @@ def summary_record(
     latency_ms: float,
     budget_met: bool,
     sample_ids: list[str],
+    reason: str | None = None,
 ) -> SummaryRecord:
-    return {
+    record: SummaryRecord = {
         "key": window.key,
         "window": window_doc(window),
         "count": len(window.events),
@@ -54,11 +55,16 @@ def summary_record(
         "revision": len(window.events),
         "final": True,
     }
+    if reason is not None:  # why an extractive summary, where there is more to say than the window's size
+        record["reason"] = reason
+    return record
 
 
-def alert_record(spike: Any, window: Window, explanation: str, *, method: str, model: str) -> AlertRecord:
+def alert_record(
+    spike: Any, window: Window, explanation: str, *, method: str, model: str, reason: str | None = None
+) -> AlertRecord:
     """`spike` is an alerts.Spike."""
-    return {
+    record: AlertRecord = {
         "label": spike.label,
         "window": window_doc(window),
         "count": spike.count,
@@ -71,6 +77,9 @@ def alert_record(spike: Any, window: Window, explanation: str, *, method: str, m
         "method": method,
         "model": model,
     }
+    if reason is not None:
+        record["reason"] = reason
+    return record
 
 
 # ---- the readers' rule for duplicates and revisions (schemas/summary.schema.json, stats.schema.json) ----------

@@ -51,6 +51,7 @@ import structlog
 
 from pipeline.analytics.alerts import Spike, SpikeDetector
 from pipeline.analytics.extractive import extractive_summary, sample_evenly
+from pipeline.analytics.grounding import facts_words, ungrounded_terms
 from pipeline.analytics.merge import PARTIALS_KEY, MergedWindow, StatsMerger, empty_partial, partial_record
 from pipeline.analytics.records import alert_record, summary_record
 from pipeline.analytics.stats import label_counts
@@ -64,6 +65,7 @@ from pipeline.analytics.summarizer import (
 )
 from pipeline.analytics.windows import TumblingWindows, Window, WindowEvent, key_of
 from pipeline.config import Settings
+from pipeline.facts.prompt import facts_lines
 from pipeline.model.base import Embedder, TextGenerator
 from pipeline.output.observers import Delivered, Observer, Outcome
 from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep, run_ack
@@ -74,6 +76,7 @@ log = structlog.get_logger(__name__)
 UNFIT_TOKENS = 10**9  # token count of a prompt the generator cannot take
 PARTIAL_WINDOW_SHARE = 0.1  # a first window whose first event came later than this share into it
 MAX_SAMPLES = 5
+MAX_UNGROUNDED_SHOWN = 5  # terms named in a record's `reason`
 
 
 @dataclass(slots=True)
@@ -87,6 +90,7 @@ class AlertTask:
     window: Window
     texts: list[str]  # of the spiking label, for the explanation
     done: Countdown | None = None  # acks the window's partials once every alert and the stats are stored
+    facts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # of the sampled events' entities
 
 
 @dataclass(slots=True)
@@ -158,7 +162,19 @@ def parse_enriched(value: bytes | dict[str, Any], key_spec: str) -> tuple[str, W
         ts,
         float(latency) if isinstance(latency, int | float) else None,
     )
+    event.facts = joined_facts(doc.get("facts"))
     return key_of(doc, key_spec), event
+
+
+def joined_facts(doc: Any) -> tuple[str, dict[str, Any]] | None:
+    """(entity, values) of an enriched record's `facts` (schemas/enriched.schema.json); None if absent or
+    not of that shape (the record is summarized without them)."""
+    if not isinstance(doc, dict):
+        return None
+    entity, values = doc.get("entity"), doc.get("values")
+    if isinstance(entity, str) and entity and isinstance(values, dict):
+        return entity, values
+    return None
 
 
 class WindowAnalytics:
@@ -438,11 +454,38 @@ class WindowAnalytics:
             prompt, tokens = "", 0
             if self.generator is not None and len(w.events) >= self.s.min_events_abstractive:
                 texts = prompt_texts([e.text for e in w.events], self.s.prompt_events, sample_evenly)
-                prompt = summary_prompt(texts)
+                prompt = summary_prompt(texts, facts=self._facts_lines(w), noun=self.settings.facts.entity_noun)
                 tokens = self._count_tokens(prompt)
             closed_at = w.closed_at if w.closed_at is not None else self.clock()
             jobs.append(Job(prompt, tokens, len(w.events), closed_at + self.s.budget_s, SummaryTask(w)))
         return jobs
+
+    def _facts_lines(self, window: Window) -> list[str]:
+        """The facts of the window's entities for its prompt, bounded (pipeline/facts/prompt.py)."""
+        f = self.settings.facts
+        return facts_lines((e.facts for e in window.events), f.prompt_entities, f.prompt_fact_chars, f.entity_noun)
+
+    def _ungrounded(self, job: Job, text: str) -> list[str]:
+        """The names and numbers of a generated `text` that neither the window's messages nor its facts hold
+        (pipeline/analytics/grounding.py); [] when the check is off. Off the event loop: a window may be big."""
+        if not self.s.grounding_check:
+            return []
+        task = job.payload
+        if isinstance(task, SummaryTask):
+            events = task.window.events
+            sources = [e.text for e in events] + self._facts_lines(task.window)
+            for e in events:
+                if e.facts is not None:
+                    sources.append(e.facts[0])
+                    sources.extend(facts_words(e.facts[1]))
+        else:
+            sources = [*task.texts, task.spike.label, task.spike.label.replace("_", " ")]
+            f = self.settings.facts
+            sources.extend(facts_lines(task.facts, len(task.facts), f.prompt_fact_chars, f.entity_noun))
+            for entity, values in task.facts:
+                sources.append(entity)
+                sources.extend(facts_words(values))
+        return ungrounded_terms(text, sources)
 
     def _count_tokens(self, prompt: str) -> int:
         """The prompt's tokens; a prompt the generator refuses (too long) gets a count that never fits the
@@ -492,9 +535,19 @@ class WindowAnalytics:
         for i, job in enumerate(batch):
             text = texts[i].strip() if texts is not None else ""
             if text:
-                self._spawn(self._emit(job, text, "abstractive", self.generator.name))
+                self._spawn(self._grounded_or_extractive(job, text))
             else:
                 self._spawn(self._extractive(job))
+
+    async def _grounded_or_extractive(self, job: Job, text: str) -> None:
+        """A generated text that names something its sources do not is replaced by the extractive one."""
+        assert self.generator is not None
+        terms = await asyncio.to_thread(self._ungrounded, job, text)
+        if terms:
+            log.info("summary_ungrounded", terms=len(terms))  # the terms themselves go in the record, not the log
+            await self._extractive(job, reason="ungrounded: " + ", ".join(terms[:MAX_UNGROUNDED_SHOWN]))
+        else:
+            await self._emit(job, text, "abstractive", self.generator.name)
 
     async def _acquire_generator_by(self, latest_start: float) -> bool:
         """Take the generator lock, giving up at `latest_start` on the injected clock (True: taken)."""
@@ -528,14 +581,14 @@ class WindowAnalytics:
         )
         return texts
 
-    async def _extractive(self, job: Job) -> None:
+    async def _extractive(self, job: Job, reason: str | None = None) -> None:
         task = job.payload
         if isinstance(task, SummaryTask):
             text = await self._extract([e.text for e in task.window.events], self.s.extractive_k)
         else:
             example = await self._extract(task.texts, 1) if task.texts else ""
             text = self._alert_fallback(task.spike, example)
-        await self._emit(job, text, "extractive", self.embedder.name)
+        await self._emit(job, text, "extractive", self.embedder.name, reason)
 
     async def _extract(self, texts: list[str], k: int) -> str:
         picked = [texts[i] for i in sample_evenly(len(texts), self.s.extractive_max_texts)]
@@ -553,7 +606,7 @@ class WindowAnalytics:
             f"; e.g. {example}" if example else ""
         )
 
-    async def _emit(self, job: Job, text: str, method: str, model: str) -> None:
+    async def _emit(self, job: Job, text: str, method: str, model: str, reason: str | None = None) -> None:
         task = job.payload
         if isinstance(task, SummaryTask):
             w = task.window
@@ -569,12 +622,13 @@ class WindowAnalytics:
                     latency_ms=(now - closed_at) * 1000.0,
                     budget_met=now <= job.deadline,
                     sample_ids=[e.id for e in w.events[:MAX_SAMPLES]],
+                    reason=reason,
                 )
             )
             acks = [a for e in w.events for a in e.acks()]
             await self._deliver("summary", self.topics.summaries, w.key.encode(), record, acks, closed_at=closed_at)
         else:
-            alert = dict(alert_record(task.spike, task.window, text, method=method, model=model))
+            alert = dict(alert_record(task.spike, task.window, text, method=method, model=model, reason=reason))
             done = [task.done.one] if task.done is not None else []
             await self._deliver("alert", self.topics.alerts, task.spike.label.encode(), alert, done)
 
@@ -605,7 +659,7 @@ class WindowAnalytics:
         if not spikes:
             return
         window = Window("", start, merged.end_ms, 0, self.clock(), self.clock(), reason="time", closed_at=self.clock())
-        jobs = await asyncio.to_thread(self._alert_jobs, spikes, window, merged.texts, done)
+        jobs = await asyncio.to_thread(self._alert_jobs, spikes, window, merged.texts, done, merged.facts)
         self._run_jobs(jobs)
 
     def _check_spikes(self, merged: MergedWindow) -> list[Spike]:
@@ -633,19 +687,29 @@ class WindowAnalytics:
         return spikes
 
     def _alert_jobs(
-        self, spikes: list[Spike], window: Window, texts_by_label: dict[str, list[str]], done: Countdown
+        self,
+        spikes: list[Spike],
+        window: Window,
+        texts_by_label: dict[str, list[str]],
+        done: Countdown,
+        facts_by_label: dict[str, list[tuple[str, dict[str, Any]]]] | None = None,
     ) -> list[Job]:
         closed_at = window.closed_at if window.closed_at is not None else self.clock()
         jobs = []
+        f = self.settings.facts
         for spike in spikes:
             texts = texts_by_label.get(spike.label, [])
+            facts = (facts_by_label or {}).get(spike.label, [])
             prompt, tokens = "", 0
             if self.generator is not None:
-                prompt = alert_prompt(spike.label, prompt_texts(texts, self.s.prompt_events, sample_evenly))
+                lines = facts_lines(facts, f.prompt_entities, f.prompt_fact_chars, f.entity_noun)
+                shown = prompt_texts(texts, self.s.prompt_events, sample_evenly)
+                prompt = alert_prompt(spike.label, shown, lines, f.entity_noun)
                 tokens = self._count_tokens(prompt)
             # An explanation is one sentence whatever the window size: min_events does not apply.
             events = max(spike.count, self.s.min_events_abstractive)
-            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, AlertTask(spike, window, texts, done)))
+            task = AlertTask(spike, window, texts, done, facts)
+            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, task))
         return jobs
 
     # ---- delivery -----------------------------------------------------------------------------------------

@@ -121,15 +121,23 @@ class SummaryPlanner:
         return start + self.batch_time(batch) <= min(j.deadline for j in batch)
 
 
-def summary_prompt(texts: Sequence[str], question: str = PROMPT_QUESTION) -> str:
-    """The messages first, then the question (what worked with SmolLM2-135M)."""
+def summary_prompt(
+    texts: Sequence[str], question: str = PROMPT_QUESTION, facts: Sequence[str] = (), noun: str = "customers"
+) -> str:
+    """The messages first, then the facts joined to them (pipeline/facts/prompt.py, bounded there), then the
+    question (what worked with SmolLM2-135M). The question stays the same with facts: asked which customers
+    have the problem, SmolLM2-135M wrote about their plans whether they mattered or not (README "Facts")."""
     lines = "\n".join(f"- {_clip(t)}" for t in texts)
-    return f"Messages:\n{lines}\n\n{question}"
+    known = "".join(f"- {f}\n" for f in facts)
+    return f"Messages:\n{lines}\n\n" + (f"Facts about the {noun}:\n{known}\n" if facts else "") + question
 
 
-def alert_prompt(label: str, texts: Sequence[str]) -> str:
+def alert_prompt(label: str, texts: Sequence[str], facts: Sequence[str] = (), noun: str = "customers") -> str:
     return summary_prompt(
-        texts, f"Many more '{label}' messages than usual arrived. What is the common problem? Answer in one sentence."
+        texts,
+        f"Many more '{label}' messages than usual arrived. What is the common problem? Answer in one sentence.",
+        facts,
+        noun,
     )
 
 

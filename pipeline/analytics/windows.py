@@ -42,6 +42,8 @@ class WindowEvent:
     ack: Callable[[], Any] | None = None  # acks the enriched record once the window's output is acked
     # Acks of re-deliveries of the same record (same id) into the same window: acked with it, counted once.
     extra_acks: list[Callable[[], Any]] = field(default_factory=list)
+    # (entity, facts) the classify path joined to the event (its enriched record's `facts`), for the prompt.
+    facts: tuple[str, dict[str, Any]] | None = None
 
     def acks(self) -> list[Callable[[], Any]]:
         return ([self.ack] if self.ack is not None else []) + self.extra_acks

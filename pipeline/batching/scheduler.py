@@ -41,6 +41,7 @@ import structlog
 from pipeline.batching.batcher import DeadlineBatcher, Pending
 from pipeline.batching.service_time import ServiceTime
 from pipeline.config import Settings
+from pipeline.facts.join import FactsJoin
 from pipeline.model.worker import ModelWorker
 from pipeline.output.observers import Delivered, ModelBatch, Observer, Outcome
 from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep
@@ -85,6 +86,7 @@ class BatchScheduler:
         *,
         observers: Sequence[Observer] = (),
         inputs_done: InputsDone | None = None,
+        facts: FactsJoin | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -98,6 +100,7 @@ class BatchScheduler:
         self.primary, self.fallback = primary, fallback
         self.observers = tuple(observers)
         self.inputs_done = inputs_done  # the reader's offset bookkeeping (batch path)
+        self.facts = facts  # the reference facts join (pipeline/facts), when facts.enabled
         self.clock = clock
         self.outbox = Outbox(sink, on_failure=lambda _: self._wake.set(), sleep=sleep)
         self.service_time = ServiceTime()
@@ -322,6 +325,7 @@ class BatchScheduler:
             queue_ms=queue_ms,
             model_ms=model_s * 1000.0,
             total_ms=total_ms,
+            facts=self.facts.facts_of(events) if self.facts is not None else None,
         )
         outs = [Outgoing(topic, key, record) for key, record in zip(keys, records, strict=True)]
         stats = ModelBatch(model_name, len(items), model_s, waits, misses, self.policy)

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.cli import broker, demo, dlq, model_server, models, topics
+from pipeline.cli import broker, demo, dlq, facts, model_server, models, topics
 
 PLUGIN_GROUP = "slmstream.commands"
 
@@ -30,6 +30,7 @@ app.command("produce")(topics.produce)
 app.command("tail")(topics.tail)
 app.command("demo")(demo.demo)
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(facts.app, name="facts")
 app.command("model-server")(model_server.model_server)
 
 

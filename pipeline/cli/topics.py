@@ -110,7 +110,7 @@ async def _produce(
 def tail(
     topic: Annotated[
         str,
-        typer.Argument(help="Topic to read, e.g. events.enriched, events.dlq, or summaries / alerts / stats."),
+        typer.Argument(help="Topic to read, e.g. events.enriched, events.dlq, or summaries / alerts / stats / facts."),
     ],
     n: Annotated[int, typer.Option("-n", help="Show the last N records of each partition (0: from the start).")] = 10,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for new records.")] = False,
@@ -128,6 +128,8 @@ def tail(
     settings = settings_or_exit()
     if topic in TOPIC_ALIASES:
         topic = getattr(settings.topics, topic)
+    elif topic == "facts":
+        topic = settings.facts.topic
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             _tail(
@@ -138,6 +140,7 @@ def tail(
                 bootstrap_servers(broker or settings.broker),
                 security_kwargs_or_exit(settings),
                 keep=None if show_all else KeepHighest(),
+                keyed=topic == settings.facts.topic,
             )
         )
 
@@ -150,7 +153,9 @@ async def _tail(
     bootstrap: str,
     client_kwargs: dict[str, Any] | None = None,
     keep: KeepHighest | None = None,
+    keyed: bool = False,
 ) -> None:
+    """`keyed`: print each record's key before its value (the reference facts: the key is the entity)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50, **(client_kwargs or {})
     )
@@ -175,7 +180,8 @@ async def _tail(
                         remaining.discard(tp)
                     if keep is not None and not admitted(keep, rec.value):
                         continue
-                    console.print(render(rec.value, as_json), soft_wrap=True, highlight=False)
+                    shown = render_keyed(rec.key, rec.value, as_json) if keyed else render(rec.value, as_json)
+                    console.print(shown, soft_wrap=True, highlight=False)
             # tansu can report a too-high end offset (brokers.md): also stop after 1 s with nothing new
             if not follow and (not remaining or time.monotonic() - idle_since > 1.0):
                 break
@@ -190,6 +196,24 @@ def admitted(keep: KeepHighest, value: bytes | None) -> bool:
     except orjson.JSONDecodeError:
         return True
     return not isinstance(doc, dict) or keep.admit(doc)
+
+
+def render_keyed(key: bytes | None, value: bytes | None, as_json: bool) -> str:
+    """A record of a keyed topic (the reference facts): its key, then its value; a tombstone says so."""
+    k = (key or b"").decode("utf-8", "replace")
+    if as_json:
+        doc = orjson.loads(value) if value is not None and _is_json(value) else None
+        return orjson.dumps({"key": k, "value": doc}).decode()
+    shown = "[dim](deleted)[/]" if value is None else escape(value.decode("utf-8", "replace"))
+    return f"[bold]{escape(k)}[/]  {shown}"
+
+
+def _is_json(value: bytes) -> bool:
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def render(value: bytes | None, as_json: bool) -> str:

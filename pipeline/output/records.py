@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -70,6 +71,7 @@ def enriched_record(
     queue_ms: float,
     model_ms: float,
     total_ms: float,
+    facts: dict[str, Any] | None = None,
 ) -> bytes:
     doc = dict(event.fields)
     doc["id"] = event.id
@@ -85,6 +87,8 @@ def enriched_record(
         "deferred": event.deferred,
         "latency_ms": {"queue": round(queue_ms, 2), "model": round(model_ms, 2), "total": round(total_ms, 2)},
     }
+    if facts is not None:
+        doc["facts"] = facts
     return orjson.dumps(doc)
 
 
@@ -99,13 +103,14 @@ def enriched_records(
     queue_ms: Sequence[float],
     model_ms: float,
     total_ms: Sequence[float],
+    facts: Sequence[dict[str, Any] | None] | None = None,
 ) -> list[bytes]:
     """`enriched_record` for a model batch, the same bytes for each: what is the same for every record of the
-    batch (the model, its time) is built once."""
+    batch (the model, its time) is built once. `facts`: each event's joined facts (pipeline/facts/join.py)."""
     model_doc = {"name": model.name, "hash": model.hash}
     model_rounded = round(model_ms, 2)
     dumps = orjson.dumps
-    out = []
+    out: list[bytes] = []
     for event, result, met, queue, total in zip(events, results, deadline_met, queue_ms, total_ms, strict=True):
         doc = dict(event.fields)
         doc["id"] = event.id
@@ -122,6 +127,8 @@ def enriched_records(
             "deferred": event.deferred,
             "latency_ms": {"queue": round(queue, 2), "model": model_rounded, "total": round(total, 2)},
         }
+        if facts is not None and (joined := facts[len(out)]) is not None:
+            doc["facts"] = joined
         out.append(dumps(doc))
     return out
 

@@ -125,7 +125,7 @@ class FakeGenerator:
             raise RuntimeError("boom")
         self.batches.append(len(prompts))
         stats = GenerationStats(prompts=len(prompts), prompt_tokens=100, new_tokens=10, prefill_s=0.01, decode_s=0.01)
-        return [f"Customers report problem {i}." for i in range(len(prompts))], stats
+        return [f"Customers report problem {'abcdefgh'[i]}." for i in range(len(prompts))], stats
 
 
 class FakeObserver(BaseObserver):
