@@ -105,17 +105,19 @@ class Trainer:
         self._last_change = now
         self._changed.set()
 
+    def due(self) -> float | None:
+        """When the next retrain starts: quiet for retrain_quiet_s, or retrain_max_delay_s after the first
+        change not yet learned from (None: nothing changed)."""
+        if self._first_change is None:
+            return None
+        s = self.settings
+        return min(self._last_change + s.retrain_quiet_s, self._first_change + s.retrain_max_delay_s)
+
     async def run(self) -> None:
         """Retrain after each burst of changes, until cancelled."""
-        s = self.settings
         while True:
             await self._changed.wait()
-            while True:  # debounce: quiet for retrain_quiet_s, or retrain_max_delay_s since the first change
-                assert self._first_change is not None
-                now = self.clock()
-                due = min(self._last_change + s.retrain_quiet_s, self._first_change + s.retrain_max_delay_s)
-                if now >= due:
-                    break
+            while (due := self.due()) is not None and (now := self.clock()) < due:
                 await self.sleep(due - now)
             self._changed.clear()
             self._first_change = None
