@@ -113,6 +113,8 @@ async def test_live_shows_recent_events_the_labels_and_the_head(monkeypatch: pyt
 
 def test_the_page_offers_the_correction() -> None:
     html = dashboard_html()
-    for testid in ("recent", "correct-label", "correct-status", "head-version"):
+    for testid in ("recent", "head-version"):
         assert f'data-testid="{testid}"' in html
+    for testid in ("recent-event", "correct-label", "correct-status"):  # made by the script, per event
+        assert f'"data-testid": "{testid}"' in html
     assert 'fetch("api/feedback"' in html and '"Authorization": "Bearer " + t' in html
