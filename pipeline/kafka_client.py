@@ -79,9 +79,15 @@ def client_security_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int, replicas: int = 1, **client_kwargs: Any
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int,
+    replicas: int = 1,
+    configs: dict[str, str] | None = None,
+    **client_kwargs: Any,
 ) -> None:
-    """Create the topics that do not exist yet, with an explicit partition count.
+    """Create the topics that do not exist yet, with an explicit partition count (and `configs`, e.g. a
+    compacted topic's `cleanup.policy`, over the default 7-day retention).
 
     `client_kwargs` go to the admin client: pass `client_security_kwargs(settings)` for SSL/SASL brokers.
     """
@@ -91,7 +97,9 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         # Explicit configs: tansu reports none, and some clients read retention.ms (brokers.md).
         missing = [
-            NewTopic(n, partitions, replicas, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000)})
+            NewTopic(
+                n, partitions, replicas, topic_configs={"retention.ms": str(7 * 24 * 3600 * 1000), **(configs or {})}
+            )
             for n in names
             if n not in existing
         ]

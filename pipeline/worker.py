@@ -19,6 +19,8 @@ from pipeline.config import ConfigError, Settings, load_settings
 from pipeline.dashboard.live import LiveState
 from pipeline.faust_app import SlmApp, create_app, worker_topics
 from pipeline.ingest.offsets import AckedOffsets
+from pipeline.learning.cache import RecentEvents
+from pipeline.learning.service import LearningService
 from pipeline.model.base import ModelError
 from pipeline.runtime import Runtime, preflight
 from pipeline.web import register_pages
@@ -33,15 +35,21 @@ def build_worker(settings: Settings) -> SlmApp:
     topics = worker_topics(app)
     live = LiveState()  # the dashboard's state: fed by the loops as an observer, read by /api/live
     offsets: AckedOffsets[Any] = AckedOffsets()  # the classify path's input offsets: done → committed
-    observers = (metrics.MetricsObserver(), live)
+    # The recent events (id -> text) feedback by id is resolved from: filled per delivered batch, an observer.
+    recent = RecentEvents(settings.learning.recent_events)
+    observers = (metrics.MetricsObserver(), live, *((recent,) if settings.learning.enabled else ()))
     runtime = app.runtime = Runtime(app, topics, observers=observers, inputs_done=offsets.done)
     # Started with the app, stopped (drained) before its consumer: see pipeline/runtime.py. An instance, not a
     # class: Faust starts either (App._prepare_subservice), its annotation names only the class.
     app.service(runtime)  # type: ignore[arg-type]
+    learning = None
+    if settings.learning.enabled:  # begun by the runtime once the classifier is loaded; stopped before it
+        learning = runtime.learning = LearningService(settings, app, recent)
+        app.service(learning)  # type: ignore[arg-type]
     reader = classify.register(app, runtime, offsets)  # added after the runtime: stopped (drained) before it
     if runtime.analytics_on:
         analyze.register(app, runtime, topics)
-    register_pages(app, runtime.is_ready, live)
+    register_pages(app, runtime.is_ready, live, learning)
     app.timer(LAG_INTERVAL_S)(runtime.record_lag)
     app.timer(LAG_INTERVAL_S)(reader.record_lag)
     return app

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.cli import broker, demo, dlq, model_server, models, topics
+from pipeline.cli import broker, demo, dlq, label, model_server, models, topics
 
 PLUGIN_GROUP = "slmstream.commands"
 
@@ -31,6 +31,7 @@ app.command("tail")(topics.tail)
 app.command("demo")(demo.demo)
 app.add_typer(dlq.app, name="dlq")
 app.command("model-server")(model_server.model_server)
+app.command("label")(label.label)
 
 
 def missing_requirements(dist: metadata.Distribution | None, extras: list[str]) -> list[str]:
