@@ -57,6 +57,7 @@ class CurveStep:
     pipeline_accuracy: float | None = None  # through the worker (mode pipeline)
     pipeline_head: str | None = None  # the head version the enriched records named
     pipeline_wait_s: float | None = None  # feedback sent → the first record labelled by that head
+    pipeline_other_heads: int | None = None  # test records labelled by another head (expected 0)
 
     @property
     def ratio(self) -> float | None:
@@ -75,8 +76,10 @@ class Prepared:
     pool_embeddings: dict[str, np.ndarray]
     encode_s: float
 
-    def examples(self, per_label: int) -> list[Example]:
-        return [Example(t, name) for name in self.names for t in self.split.pools[name][:per_label]]
+    def examples(self, per_label: int, start: int = 0) -> list[Example]:
+        """The examples of the step `per_label` (those after the first `start` of each label: what a step adds
+        to an earlier one)."""
+        return [Example(t, name) for name in self.names for t in self.split.pools[name][start:per_label]]
 
     def example_embeddings(self, per_label: int) -> np.ndarray:
         return np.vstack([self.pool_embeddings[name][:per_label] for name in self.names])

@@ -129,3 +129,24 @@ def test_results_table_and_plot(tmp_path: Path) -> None:
 
 def test_verdict_without_the_target_step() -> None:
     assert verdict([]) == {"target": ">= 0.97 x probe at 128 per label", "measured": False}
+
+
+def test_the_pipeline_runs_worker_gets_the_sets_labels_as_its_taxonomy(tmp_path: Path, monkeypatch) -> None:
+    import yaml
+
+    from bench.feedback_pipeline import worker_config
+    from pipeline.config import load_settings
+
+    pytest.importorskip("sklearn")
+    opts = CurveOptions(steps=(0, 4), test_size=20)
+    prep = prepare_from(synthetic(), BagOfWords(), opts, min_confidence=0.0, temperature=0.05)
+    base = tmp_path / "base.yaml"
+    base.write_text("app_id: x\nbatching:\n  max_batch: 7\nlabels:\n  a: {description: A}\n  b: {description: B}\n")
+    monkeypatch.setenv("SLMSTREAM_CONFIG", str(base))
+    path = worker_config(load_settings(), prep, tmp_path / "run")
+    doc = yaml.safe_load(path.read_text())
+    assert doc["batching"] == {"max_batch": 7}  # the rest of the configuration is kept
+    expected = {"billing": {"description": "invoice charge"}, "delivery": {"description": "parcel courier"}}
+    assert doc["labels"] == expected
+    monkeypatch.setenv("SLMSTREAM_CONFIG", str(path))
+    assert list(load_settings().labels) == ["billing", "delivery"]
