@@ -6,18 +6,29 @@ says the batch it joins finishes before the deadline of every job in that batch,
 generator already has; everything else gets an extractive summary. Jobs are taken earliest deadline first and
 packed into batches of up to `max_batch` prompts (the generator decodes a batch in step).
 
+A window whose events spread over several labels (`dominant_labels`: two or more labels with at least a fifth
+of its events each) is summarized per label: its prompt groups the messages under each label and asks one
+sentence per label (`labelled_summary_prompt`); its extractive summary takes the most central texts of each
+label (extractive.py). A window about one label keeps the plain prompt.
+
 `GenerationTime` learns seconds per prompt token (prefill) and per new token (decode) from the generator's own
 statistics, as decayed ratios, so the estimate follows the machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 PROMPT_QUESTION = "What is the common problem? Answer in one sentence."
 PROMPT_MAX_CHARS = 200  # per message in a prompt
+# A window spread over several labels gets a summary per dominant label (`dominant_labels`).
+PER_LABEL_QUESTION = "For each label ({names}), what is the common problem? Answer with one sentence per label."
+MIN_LABEL_SHARE = 0.2
+MAX_LABEL_GROUPS = 3
+UNKNOWN_LABEL = "unknown"  # the classifier's label below its confidence floor: not a topic
 
 
 class GenerationTime:
@@ -125,6 +136,43 @@ def summary_prompt(texts: Sequence[str], question: str = PROMPT_QUESTION) -> str
     """The messages first, then the question (what worked with SmolLM2-135M)."""
     lines = "\n".join(f"- {_clip(t)}" for t in texts)
     return f"Messages:\n{lines}\n\n{question}"
+
+
+def dominant_labels(counts: Mapping[str, int], *, min_share: float = MIN_LABEL_SHARE) -> list[tuple[str, int]]:
+    """The labels a window is mostly about, most events first (ties by name): each with at least `min_share`
+    of the events and at least 2, `unknown` never, at most `MAX_LABEL_GROUPS`. Two or more: the window's
+    messages are about different things, and its summary is written per label."""
+    total = sum(counts.values())
+    ranked = sorted(((n, c) for n, c in counts.items() if n != UNKNOWN_LABEL), key=lambda nc: (-nc[1], nc[0]))
+    return [(n, c) for n, c in ranked if c >= max(2, min_share * total)][:MAX_LABEL_GROUPS]
+
+
+def labelled_summary_prompt(groups: Sequence[tuple[str, int, Sequence[str]]]) -> str:
+    """A window spread over several labels: its messages grouped under each dominant label (name, events,
+    texts), then a question asking one sentence per label, so that unrelated messages are not summarized as
+    one problem."""
+    sections = "\n\n".join(
+        f"Messages labelled {label} ({count}):\n" + "\n".join(f"- {_clip(t)}" for t in texts)
+        for label, count, texts in groups
+    )
+    names = ", ".join(label for label, _, _ in groups)
+    return f"{sections}\n\n{PER_LABEL_QUESTION.format(names=names)}"
+
+
+def window_prompt(
+    texts: Sequence[str], labels: Sequence[str], limit: int, sample: Callable[[int, int], list[int]]
+) -> str:
+    """A window's prompt (texts and their labels in arrival order): the plain one when the window is about one
+    label, else the messages grouped by dominant label, `limit` texts in all."""
+    groups = dominant_labels(Counter(labels))
+    if len(groups) < 2:
+        return summary_prompt(prompt_texts(texts, limit, sample))
+    per_label = max(1, limit // len(groups))
+    sections = []
+    for label, count in groups:
+        own = [t for t, lb in zip(texts, labels, strict=True) if lb == label]
+        sections.append((label, count, prompt_texts(own, per_label, sample)))
+    return labelled_summary_prompt(sections)
 
 
 def alert_prompt(label: str, texts: Sequence[str]) -> str:

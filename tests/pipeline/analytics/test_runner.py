@@ -556,3 +556,36 @@ def test_spikes_are_checked_in_window_order_even_when_windows_complete_out_of_or
         ]
 
     run(main())
+
+
+class PromptRecorder(FakeGenerator):
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompts: list[str] = []
+
+    async def generate(self, prompts, max_new_tokens):
+        self.prompts.extend(prompts)
+        return await super().generate(prompts, max_new_tokens)
+
+
+def test_a_window_over_several_labels_is_summarized_per_label(monkeypatch) -> None:
+    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false")
+
+    async def main() -> None:
+        for generator in (None, PromptRecorder()):
+            clock, sink = Clock(), FakeSink()
+            a = analytics(s, sink, generator, clock)
+            for i, label in enumerate(["billing", "delivery", "billing", "delivery", "billing"]):
+                await a.submit(enriched(i, "k", T0 + i, label), lambda: None)
+            await close_and_drain(a, clock, T0 + 11, sink)
+            (summary,) = sink.of(s.topics.summaries)
+            assert summary["labels"] == {"billing": 3, "delivery": 2}
+            if generator is None:
+                assert summary["method"] == "extractive"
+                assert summary["summary"].startswith("billing (3): message ")
+                assert "; delivery (2): message " in summary["summary"]
+            else:
+                (prompt,) = generator.prompts
+                assert "Messages labelled billing (3):" in prompt and "Messages labelled delivery (2):" in prompt
+
+    run(main())

@@ -78,3 +78,43 @@ def test_prompt_puts_messages_first_then_the_question() -> None:
 def test_prompt_texts_are_distinct_and_capped() -> None:
     texts = ["a", "A", "b", "c", "d"]
     assert prompt_texts(texts, 3, lambda n, k: list(range(min(n, k)))) == ["a", "b", "c"]
+
+
+# ---- per-label structure -----------------------------------------------------------------------------------
+def test_dominant_labels_are_those_with_a_fair_share_most_first() -> None:
+    from pipeline.analytics.summarizer import dominant_labels
+
+    assert dominant_labels({"billing": 6, "delivery": 4, "app": 1}) == [("billing", 6), ("delivery", 4)]
+    assert dominant_labels({"delivery": 3, "billing": 3}) == [("billing", 3), ("delivery", 3)]  # ties by name
+    assert dominant_labels({"billing": 9, "delivery": 1}) == [("billing", 9)]  # one topic: the plain summary
+    assert dominant_labels({"unknown": 5, "billing": 5}) == [("billing", 5)]  # `unknown` is not a topic
+    assert dominant_labels({"a": 1, "b": 1}) == []  # one event each is not a group
+    four = {"a": 5, "b": 5, "c": 5, "d": 5}
+    assert [n for n, _ in dominant_labels(four)] == ["a", "b", "c"]  # at most three groups
+    assert dominant_labels({}) == []
+
+
+def test_a_window_about_one_label_keeps_the_plain_prompt() -> None:
+    from pipeline.analytics.extractive import sample_evenly
+    from pipeline.analytics.summarizer import window_prompt
+
+    texts = [f"charged twice {i}" for i in range(8)] + ["parcel late"]
+    labels = ["billing"] * 8 + ["delivery"]
+    assert window_prompt(texts, labels, 4, sample_evenly) == summary_prompt(prompt_texts(texts, 4, sample_evenly))
+
+
+def test_a_window_over_several_labels_gets_its_messages_grouped_and_one_sentence_per_label() -> None:
+    from pipeline.analytics.extractive import sample_evenly
+    from pipeline.analytics.summarizer import window_prompt
+
+    texts = ["charged twice", "parcel late", "refund missing", "courier lost it", "card declined", "app crash"]
+    labels = ["billing", "delivery", "billing", "delivery", "billing", "app"]
+    prompt = window_prompt(texts, labels, 10, sample_evenly)
+    billing, delivery = prompt.index("Messages labelled billing (3):"), prompt.index("Messages labelled delivery (2):")
+    assert billing < delivery  # most events first
+    assert prompt[billing:delivery].count("\n- ") == 3 and "charged twice" in prompt[billing:delivery]
+    assert "courier lost it" in prompt[delivery:] and "app crash" not in prompt  # not a dominant label
+    assert prompt.endswith(
+        "For each label (billing, delivery), what is the common problem? Answer with one sentence per label."
+    )
+    assert "What is the common problem? Answer in one sentence." not in prompt
