@@ -241,6 +241,7 @@ class LearningSettings(_Section):
     enabled: bool = True
     # Recent event id -> text, filled per delivered batch: feedback by id is resolved from it (by any worker).
     recent_events: int = Field(100_000, ge=0, le=10_000_000)
+    recent_chars: int = Field(50_000_000, ge=0, description="memory bound of the recent events: characters of text")
     # Feedback by an id no worker knows goes to the DLQ (`unknown_id`) after this long.
     resolve_timeout_s: float = Field(10.0, gt=0, le=3600)
     # Retraining waits until feedback has been quiet this long, and never longer than retrain_max_delay_s.

@@ -36,7 +36,7 @@ def build_worker(settings: Settings) -> SlmApp:
     live = LiveState()  # the dashboard's state: fed by the loops as an observer, read by /api/live
     offsets: AckedOffsets[Any] = AckedOffsets()  # the classify path's input offsets: done → committed
     # The recent events (id -> text) feedback by id is resolved from: filled per delivered batch, an observer.
-    recent = RecentEvents(settings.learning.recent_events)
+    recent = RecentEvents(settings.learning.recent_events, settings.learning.recent_chars)
     observers = (metrics.MetricsObserver(), live, *((recent,) if settings.learning.enabled else ()))
     runtime = app.runtime = Runtime(app, topics, observers=observers, inputs_done=offsets.done)
     # Started with the app, stopped (drained) before its consumer: see pipeline/runtime.py. An instance, not a

@@ -3,7 +3,8 @@ text to learn from.
 
 An observer of the classify path (pipeline/output/observers.py): filled once per delivered batch with the events
 whose enriched records the broker holds, so an id an analyst can see in `events.enriched` is here. Bounded: the
-`capacity` most recently delivered events (oldest first out); a replayed event moves to the newest end. Runs on
+`capacity` most recently delivered events and at most `max_chars` characters of text in all (oldest first out);
+a replayed event moves to the newest end. Runs on
 the event loop only: no locks. An event this worker did not classify is in another worker's cache (feedback by
 id is resolved across workers through the learning store, pipeline/learning/service.py).
 """
@@ -16,8 +17,10 @@ from pipeline.output.observers import BaseObserver, Delivered
 
 
 class RecentEvents(BaseObserver):
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_chars: int = 50_000_000) -> None:
         self.capacity = capacity
+        self.max_chars = max_chars
+        self.chars = 0
         self._texts: OrderedDict[str, str] = OrderedDict()
 
     def __len__(self) -> int:
@@ -28,11 +31,13 @@ class RecentEvents(BaseObserver):
 
     def put(self, event_id: str, text: str) -> None:
         texts = self._texts
-        if event_id in texts:
-            texts.move_to_end(event_id)
+        old = texts.pop(event_id, None)
+        if old is not None:
+            self.chars -= len(old)
         texts[event_id] = text
-        while len(texts) > self.capacity:
-            texts.popitem(last=False)
+        self.chars += len(text)
+        while texts and (len(texts) > self.capacity or self.chars > self.max_chars):
+            self.chars -= len(texts.popitem(last=False)[1])
 
     def on_delivered(self, batch: Delivered) -> None:
         if batch.outcome != "enriched" or not self.capacity:

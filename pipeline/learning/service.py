@@ -142,8 +142,10 @@ class LearningService(mode.Service):
         s = self.settings
         kwargs = client_security_kwargs(s)
         bootstrap = bootstrap_servers(s.broker)
-        await ensure_topics(bootstrap, [self.feedback_topic], s.topics.partitions, s.topics.replicas, **kwargs)
-        await ensure_topics(bootstrap, [self.store_topic], 1, s.topics.replicas, COMPACTED, **kwargs)
+        topics = ensure_topics(bootstrap, [self.feedback_topic], s.topics.partitions, s.topics.replicas, **kwargs)
+        await asyncio.wait_for(topics, s.learning.restore_timeout_s)
+        store = ensure_topics(bootstrap, [self.store_topic], 1, s.topics.replicas, COMPACTED, **kwargs)
+        await asyncio.wait_for(store, s.learning.restore_timeout_s)
         if self.backend is None:
             from pipeline.learning.trainer import head_backend
 
@@ -164,6 +166,8 @@ class LearningService(mode.Service):
             log.info("learning_restored", records=records, version=version, seconds=round(time.monotonic() - t0, 3))
         except TimeoutError:
             log.warning("learning_restore_slow", detail="classifying meanwhile; the head follows when read")
+        except Exception as exc:  # the loops below try again at the next change
+            log.error("learning_restore_failed", error=repr(exc))
         self._loops = [
             asyncio.ensure_future(self._guard(self._store_loop())),
             asyncio.ensure_future(self._guard(self._feedback_loop())),
@@ -183,6 +187,8 @@ class LearningService(mode.Service):
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self.trainer is not None:
+            await self.trainer.aclose()
         try:
             await asyncio.wait_for(self.outbox.drain(), 10.0)
         except Exception as exc:
@@ -254,6 +260,8 @@ class LearningService(mode.Service):
                 lookup = self.taught.lookups.get(ref)
                 if lookup is not None:
                     await self._answer(lookup)
+                else:  # tombstoned: answered or expired, and never asked again under this ref
+                    self._answered.discard(ref)
         if changed:
             self.trainer.poke()
         for ref in [r for r in self._pending if r in self.taught.resolved]:

@@ -5,7 +5,8 @@
 
 Guarantees
 - Never on the event loop: encoding runs on the classifier's model thread in chunks of `ENCODE_CHUNK` texts (a
-  classify batch waits for at most one chunk), training on a thread of its own (`asyncio.to_thread`).
+  classify batch waits for at most one chunk), training on a thread of its own at a lower CPU priority
+  (`TRAIN_NICE`, as the generator's), so a retrain takes the CPU classification leaves.
 - Debounced: a retrain starts once the store has been quiet for `learning.retrain_quiet_s`, and at most
   `learning.retrain_max_delay_s` after the first change it has not yet learned from; changes that arrive
   during a retrain start another one after it.
@@ -33,11 +34,13 @@ from pipeline import metrics
 from pipeline.config import LearningSettings
 from pipeline.learning.store import Taught, version_of
 from pipeline.model.classifier import Taxonomy
+from pipeline.model.thread import ModelThread
 from pipeline.model.worker import ModelWorker
 
 log = structlog.get_logger(__name__)
 
 ENCODE_CHUNK = 32
+TRAIN_NICE = 10
 
 
 class LearnedHead(Protocol):
@@ -96,6 +99,10 @@ class Trainer:
         self.version: str | None = None  # of the taxonomy in use
         self.retrains = 0
         self.restores = 0
+        self.thread = ModelThread("trainer", nice=TRAIN_NICE)  # training and loading heads
+
+    async def aclose(self) -> None:
+        await self.thread.aclose()
 
     def poke(self) -> None:
         """The store changed (examples or labels): retrain after the debounce."""
@@ -148,13 +155,14 @@ class Trainer:
         if texts:
             stored = self.taught.head
             if stored is not None and stored.version == version:
-                head = await asyncio.to_thread(self.load, stored.data)
+                data = stored.data
+                head = await self.thread.call(lambda: self.load(data))
                 how = "restored"
                 self.restores += 1
             else:
                 embeddings = await self._encode(texts)
                 assert version is not None
-                head = await asyncio.to_thread(self.train, embeddings, labels, names, version=version)
+                head = await self.thread.call(lambda: self.train(embeddings, labels, names, version=version))
                 how = "trained"
                 self.retrains += 1
         self.classifier.swap(Taxonomy(list(names), self._prototypes, head, version))

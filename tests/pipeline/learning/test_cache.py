@@ -25,6 +25,16 @@ def test_filled_per_enriched_batch_and_bounded() -> None:
     assert cache.get("e1") == "text 1" and cache.get("e2") is None
 
 
+def test_bounded_by_characters_too() -> None:
+    cache = RecentEvents(100, max_chars=10)
+    cache.put("a", "12345")
+    cache.put("b", "12345")
+    cache.put("a", "123")  # replaced: its old text no longer counts
+    assert cache.chars == 8
+    cache.put("c", "1234")
+    assert cache.get("b") is None and cache.get("a") == "123" and cache.chars == 7
+
+
 def test_capacity_zero_keeps_nothing() -> None:
     cache = RecentEvents(0)
     cache.on_delivered(Delivered("enriched", 1, 0.0, labels=["a"], events=[event(1)]))

@@ -65,6 +65,11 @@ def make(
     return trainer, published
 
 
+async def close(trainer: Trainer) -> None:
+    await trainer.aclose()
+    await trainer.worker.aclose()
+
+
 def teach(taught: Taught, examples: Sequence[tuple[str, str]] = EXAMPLES) -> None:
     for text, label in examples:
         taught.apply(example_key(text).encode(), example_record(text, label, by=None, ts_ms=None))
@@ -80,7 +85,7 @@ async def test_no_feedback_is_exactly_zero_shot() -> None:
     assert c.classify(TEXTS) == reference.classify(TEXTS)
     assert all(r.head is None for r in c.classify(TEXTS))
     assert published == []
-    await trainer.worker.aclose()
+    await close(trainer)
 
 
 async def test_retrain_swaps_the_taxonomy_and_results_name_the_head() -> None:
@@ -94,7 +99,7 @@ async def test_retrain_swaps_the_taxonomy_and_results_name_the_head() -> None:
     assert [r.label for r in results][:3] == ["billing", "shipping", "technical_issue"]
     assert [v for v, _ in published] == [version]  # published once, for restarted workers
     assert await trainer.refresh() == version and trainer.retrains == 1  # nothing new: no retrain
-    await trainer.worker.aclose()
+    await close(trainer)
 
 
 async def test_a_stored_head_of_the_same_version_is_loaded_not_trained() -> None:
@@ -119,8 +124,8 @@ async def test_a_stored_head_of_the_same_version_is_loaded_not_trained() -> None
     teach(restarted, [("invoice charge card", "billing")])
     with pytest.raises(AssertionError, match="trained again"):
         await second.refresh()
-    await first.worker.aclose()
-    await second.worker.aclose()
+    await close(first)
+    await close(second)
 
 
 async def test_same_examples_in_another_order_give_the_same_head_and_version() -> None:
@@ -131,8 +136,8 @@ async def test_same_examples_in_another_order_give_the_same_head_and_version() -
     b, pb = make(two)
     assert await a.refresh() == await b.refresh()
     assert pa[0][1] == pb[0][1]  # the same bytes
-    await a.worker.aclose()
-    await b.worker.aclose()
+    await close(a)
+    await close(b)
 
 
 async def test_a_label_added_through_feedback_gets_its_description_prototype() -> None:
@@ -146,7 +151,7 @@ async def test_a_label_added_through_feedback_gets_its_description_prototype() -
     np.testing.assert_allclose(c.prototypes[-1], unit_rows(BagOfWords().encode(["refund money back"]))[0])
     assert all(set(r.scores) == set(c.names) for r in c.classify(TEXTS))
     assert c.configured.names == list(LABELS)  # the configured taxonomy is kept apart
-    await trainer.worker.aclose()
+    await close(trainer)
 
 
 def test_debounce_waits_for_quiet_but_not_longer_than_the_max_delay() -> None:
@@ -186,4 +191,4 @@ async def test_run_retrains_once_per_burst_after_the_debounce() -> None:
     assert clock.now >= 1.0  # not before the store was quiet for retrain_quiet_s (fake time)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await trainer.worker.aclose()
+    await close(trainer)
