@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,7 @@ class CurveOptions:
 class CurveStep:
     per_label: int
     examples: int
-    head_version: str | None  # in-process: examples_version of the step's examples
+    head_version: str | None  # in-process: examples_version of the step's examples (the worker names its own)
     accuracy: float  # the classifier with the head (in-process)
     probe_accuracy: float | None  # None at 0 examples
     train_s: float = 0.0
@@ -58,6 +58,8 @@ class CurveStep:
     pipeline_head: str | None = None  # the head version the enriched records named
     pipeline_wait_s: float | None = None  # feedback sent → the first record labelled by that head
     pipeline_other_heads: int | None = None  # test records labelled by another head (expected 0)
+    pipeline_agreement: float | None = None  # share of test events the worker labelled as the in-process run did
+    labels: list[str] = field(default_factory=list, repr=False)  # in-process, per test event (not in the JSON)
 
     @property
     def ratio(self) -> float | None:
@@ -155,8 +157,9 @@ def in_process_curve(
     steps = []
     for n in opts.steps:
         if n == 0:
-            acc = accuracy(labels_of(zero_shot, prep.names, floor), truth)
-            steps.append(CurveStep(0, 0, None, acc, None))
+            predicted = labels_of(zero_shot, prep.names, floor)
+            acc = accuracy(predicted, truth)
+            steps.append(CurveStep(0, 0, None, acc, None, labels=predicted))
             note(f"0 per label: zero-shot {acc:.3f}")
             continue
         examples = prep.examples(n)
@@ -170,9 +173,10 @@ def in_process_curve(
             blend_k=opts.blend_k,
         )
         train_s = time.perf_counter() - t0
-        acc = accuracy(labels_of(head.scores(prep.test_embeddings, zero_shot), prep.names, floor), truth)
+        predicted = labels_of(head.scores(prep.test_embeddings, zero_shot), prep.names, floor)
+        acc = accuracy(predicted, truth)
         probe, probe_s = probe_accuracy(prep, n, opts.c)
-        steps.append(CurveStep(n, len(examples), head.version, acc, probe, train_s, probe_s))
+        steps.append(CurveStep(n, len(examples), head.version, acc, probe, train_s, probe_s, labels=predicted))
         note(f"{n} per label: head {acc:.3f}, probe {probe:.3f} (trained in {train_s:.2f} s)")
     return steps
 
@@ -210,6 +214,6 @@ def results(prep: Prepared, opts: CurveOptions, steps: Sequence[CurveStep], mode
         "c": opts.c,
         "blend_k": opts.blend_k,
         "encode_s": prep.encode_s,
-        "steps": [{**asdict(s), "ratio": s.ratio} for s in steps],
+        "steps": [{**{k: v for k, v in asdict(s).items() if k != "labels"}, "ratio": s.ratio} for s in steps],
         "verdict": verdict(steps),
     }

@@ -164,10 +164,14 @@ class PipelineRun:
                 head = await self._await_head(producer, reader, prefix, step.per_label)
                 step.pipeline_head = head
                 step.pipeline_wait_s = time.monotonic() - t0 if new else None
-                step.pipeline_accuracy, others = await self._test(producer, reader, step.per_label, head)
+                labels, others = await self._test(producer, reader, step.per_label, head)
+                step.pipeline_accuracy = accuracy(labels, self.prep.split.test_labels)
                 step.pipeline_other_heads = others
+                if step.labels:
+                    step.pipeline_agreement = accuracy(labels, step.labels)
+                agree = f", same label as in-process for {step.pipeline_agreement:.1%}" if step.labels else ""
                 note(
-                    f"{step.per_label} per label: through the pipeline {step.pipeline_accuracy:.3f} "
+                    f"{step.per_label} per label: through the pipeline {step.pipeline_accuracy:.3f}{agree} "
                     f"(head {head or 'none: zero-shot'}, {len(new)} feedback records"
                     + (f", labelled by it {step.pipeline_wait_s:.1f} s after the first was sent)" if new else ")")
                 )
@@ -199,9 +203,9 @@ class PipelineRun:
 
     async def _test(
         self, producer: AIOKafkaProducer, reader: EnrichedReader, step: int, head: str | None
-    ) -> tuple[float, int]:
-        """The test events through the worker: accuracy of the labels in events.enriched, and how many records
-        another head labelled."""
+    ) -> tuple[list[str], int]:
+        """The test events through the worker: their labels in events.enriched, and how many records another
+        head labelled."""
         s = self.prep.split
         ids = [f"test-{step}-{i}" for i in range(len(s.test_texts))]
         now = int(time.time() * 1000)
@@ -211,4 +215,4 @@ class PipelineRun:
         records = await reader.wait_for(ids, TEST_TIMEOUT_S)
         labels = [records[i]["analysis"]["label"] for i in ids]
         others = sum(records[i]["analysis"].get("head") != head for i in ids)
-        return accuracy(labels, s.test_labels), others
+        return labels, others

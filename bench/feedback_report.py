@@ -23,6 +23,7 @@ def curve_table(r: Mapping[str, Any]) -> Table:
         "head, through the pipeline",
         "offline probe",
         "head / probe",
+        "pipeline = in-process",
         "head version (pipeline)",
         title=f"learning curve: {r['dataset']}, {r['test_size']} held-out events (majority class "
         f"{r['majority_baseline']:.3f}); mode {r['mode']}",
@@ -37,6 +38,7 @@ def curve_table(r: Mapping[str, Any]) -> Table:
             _acc(s["pipeline_accuracy"]),
             _acc(s["probe_accuracy"]),
             "-" if ratio is None else f"{ratio:.3f}",
+            "-" if s["pipeline_agreement"] is None else f"{s['pipeline_agreement']:.1%} of labels",
             s["pipeline_head"] or ("zero-shot" if s["per_label"] == 0 else "-"),
         )
     return t
