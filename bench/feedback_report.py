@@ -1,6 +1,10 @@
 """What `bench feedback` prints and draws: the learning-curve table and plot (accuracy against feedback labels
 per class: the classifier with the learned head, in-process and through the pipeline when measured, the offline
-probe, the zero-shot start and the majority-class baseline)."""
+probe, the zero-shot start and the majority-class baseline).
+
+Table columns: feedback labels per class, examples in all, accuracy in-process and through the worker, the
+probe's, (head through the worker, else in-process) / probe, the share of test events the worker labelled as
+the in-process run did, the head version the enriched records named."""
 
 from __future__ import annotations
 
@@ -17,16 +21,16 @@ def _acc(x: float | None) -> str:
 
 def curve_table(r: Mapping[str, Any]) -> Table:
     t = Table(
-        "labels per class",
+        "per class",
         "examples",
-        "head, in-process",
-        "head, through the pipeline",
+        "in-process",
+        "pipeline",
         "offline probe",
         "head / probe",
-        "pipeline = in-process",
+        "same labels",
         "head version (pipeline)",
-        title=f"learning curve: {r['dataset']}, {r['test_size']} held-out events (majority class "
-        f"{r['majority_baseline']:.3f}); mode {r['mode']}",
+        title=f"learning curve: {r['dataset']}, accuracy on {r['test_size']} held-out events (majority class "
+        f"{r['majority_baseline']:.3f}), mode {r['mode']}",
     )
     for s in r["steps"]:
         best = s["pipeline_accuracy"] if s["pipeline_accuracy"] is not None else s["accuracy"]
@@ -38,7 +42,7 @@ def curve_table(r: Mapping[str, Any]) -> Table:
             _acc(s["pipeline_accuracy"]),
             _acc(s["probe_accuracy"]),
             "-" if ratio is None else f"{ratio:.3f}",
-            "-" if s["pipeline_agreement"] is None else f"{s['pipeline_agreement']:.1%} of labels",
+            "-" if s["pipeline_agreement"] is None else f"{s['pipeline_agreement']:.1%}",
             s["pipeline_head"] or ("zero-shot" if s["per_label"] == 0 else "-"),
         )
     return t
