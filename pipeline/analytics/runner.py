@@ -62,7 +62,8 @@ from pipeline.analytics.summarizer import (
     alert_prompt,
     dominant_labels,
     prompt_texts,
-    window_prompt,
+    several_labels,
+    summary_prompt,
 )
 from pipeline.analytics.windows import TumblingWindows, Window, WindowEvent, key_of
 from pipeline.config import Settings
@@ -438,12 +439,14 @@ class WindowAnalytics:
         jobs = []
         for w in windows:
             prompt, tokens = "", 0
-            if self.generator is not None and len(w.events) >= self.s.min_events_abstractive:
-                texts, labels = [e.text for e in w.events], [e.label for e in w.events]
-                prompt = window_prompt(texts, labels, self.s.prompt_events, sample_evenly)
+            reason = several_labels([e.label for e in w.events])  # then per label, extractive
+            if self.generator is not None and len(w.events) >= self.s.min_events_abstractive and not reason:
+                texts = prompt_texts([e.text for e in w.events], self.s.prompt_events, sample_evenly)
+                prompt = summary_prompt(texts)
                 tokens = self._count_tokens(prompt)
             closed_at = w.closed_at if w.closed_at is not None else self.clock()
-            jobs.append(Job(prompt, tokens, len(w.events), closed_at + self.s.budget_s, SummaryTask(w)))
+            deadline = closed_at + self.s.budget_s
+            jobs.append(Job(prompt, tokens, len(w.events), deadline, SummaryTask(w), reason=reason))
         return jobs
 
     def _count_tokens(self, prompt: str) -> int:

@@ -7,9 +7,10 @@ generator already has; everything else gets an extractive summary. Jobs are take
 packed into batches of up to `max_batch` prompts (the generator decodes a batch in step).
 
 A window whose events spread over several labels (`dominant_labels`: two or more labels with at least a fifth
-of its events each) is summarized per label: its prompt groups the messages under each label and asks one
-sentence per label (`labelled_summary_prompt`); its extractive summary takes the most central texts of each
-label (extractive.py). A window about one label keeps the plain prompt.
+of its events each) is summarized per label, extractively: the most central texts of each label, named
+(extractive.py), never one "common problem" over unrelated messages. Such a job carries a `reason` and goes
+extractive whatever the budget: measured with SmolLM2-135M, a prompt that groups the messages by label and
+asks one sentence per label still gets one sentence about one of them, passed off as the common problem.
 
 `GenerationTime` learns seconds per prompt token (prefill) and per new token (decode) from the generator's own
 statistics, as decayed ratios, so the estimate follows the machine.
@@ -25,7 +26,6 @@ from typing import Any
 PROMPT_QUESTION = "What is the common problem? Answer in one sentence."
 PROMPT_MAX_CHARS = 200  # per message in a prompt
 # A window spread over several labels gets a summary per dominant label (`dominant_labels`).
-PER_LABEL_QUESTION = "For each label ({names}), what is the common problem? Answer with one sentence per label."
 MIN_LABEL_SHARE = 0.2
 MAX_LABEL_GROUPS = 3
 UNKNOWN_LABEL = "unknown"  # the classifier's label below its confidence floor: not a topic
@@ -70,6 +70,7 @@ class Job:
     events: int
     deadline: float  # wall-clock seconds: close + budget
     payload: Any = None  # what the runner needs back (the window, the alert)
+    reason: str = ""  # set: extractive whatever the budget (`several_labels`)
 
 
 @dataclass(slots=True)
@@ -108,7 +109,7 @@ class SummaryPlanner:
         start = max(now, busy_until)
         batch: list[Job] = []
         for job in sorted(jobs, key=lambda j: (j.deadline, -j.events)):
-            if job.events < self.min_events:
+            if job.events < self.min_events or job.reason:
                 plan.extractive.append(job)
                 continue
             if batch and len(batch) < self.max_batch and self._fits(batch + [job], start):
@@ -147,32 +148,10 @@ def dominant_labels(counts: Mapping[str, int], *, min_share: float = MIN_LABEL_S
     return [(n, c) for n, c in ranked if c >= max(2, min_share * total)][:MAX_LABEL_GROUPS]
 
 
-def labelled_summary_prompt(groups: Sequence[tuple[str, int, Sequence[str]]]) -> str:
-    """A window spread over several labels: its messages grouped under each dominant label (name, events,
-    texts), then a question asking one sentence per label, so that unrelated messages are not summarized as
-    one problem."""
-    sections = "\n\n".join(
-        f"Messages labelled {label} ({count}):\n" + "\n".join(f"- {_clip(t)}" for t in texts)
-        for label, count, texts in groups
-    )
-    names = ", ".join(label for label, _, _ in groups)
-    return f"{sections}\n\n{PER_LABEL_QUESTION.format(names=names)}"
-
-
-def window_prompt(
-    texts: Sequence[str], labels: Sequence[str], limit: int, sample: Callable[[int, int], list[int]]
-) -> str:
-    """A window's prompt (texts and their labels in arrival order): the plain one when the window is about one
-    label, else the messages grouped by dominant label, `limit` texts in all."""
+def several_labels(labels: Sequence[str]) -> str:
+    """Why a window (its events' labels) is summarized per label, extractively: "" when it is about one."""
     groups = dominant_labels(Counter(labels))
-    if len(groups) < 2:
-        return summary_prompt(prompt_texts(texts, limit, sample))
-    per_label = max(1, limit // len(groups))
-    sections = []
-    for label, count in groups:
-        own = [t for t, lb in zip(texts, labels, strict=True) if lb == label]
-        sections.append((label, count, prompt_texts(own, per_label, sample)))
-    return labelled_summary_prompt(sections)
+    return "several labels: " + ", ".join(n for n, _ in groups) if len(groups) >= 2 else ""
 
 
 def alert_prompt(label: str, texts: Sequence[str]) -> str:

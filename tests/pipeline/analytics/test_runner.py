@@ -558,21 +558,12 @@ def test_spikes_are_checked_in_window_order_even_when_windows_complete_out_of_or
     run(main())
 
 
-class PromptRecorder(FakeGenerator):
-    def __init__(self) -> None:
-        super().__init__()
-        self.prompts: list[str] = []
-
-    async def generate(self, prompts, max_new_tokens):
-        self.prompts.extend(prompts)
-        return await super().generate(prompts, max_new_tokens)
-
-
 def test_a_window_over_several_labels_is_summarized_per_label(monkeypatch) -> None:
+    """Extractive, each dominant label named with its most central texts, even with a generator free."""
     s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false")
 
     async def main() -> None:
-        for generator in (None, PromptRecorder()):
+        for generator in (None, FakeGenerator()):
             clock, sink = Clock(), FakeSink()
             a = analytics(s, sink, generator, clock)
             for i, label in enumerate(["billing", "delivery", "billing", "delivery", "billing"]):
@@ -580,12 +571,27 @@ def test_a_window_over_several_labels_is_summarized_per_label(monkeypatch) -> No
             await close_and_drain(a, clock, T0 + 11, sink)
             (summary,) = sink.of(s.topics.summaries)
             assert summary["labels"] == {"billing": 3, "delivery": 2}
-            if generator is None:
-                assert summary["method"] == "extractive"
-                assert summary["summary"].startswith("billing (3): message ")
-                assert "; delivery (2): message " in summary["summary"]
-            else:
-                (prompt,) = generator.prompts
-                assert "Messages labelled billing (3):" in prompt and "Messages labelled delivery (2):" in prompt
+            assert summary["method"] == "extractive"
+            assert summary["summary"].startswith("billing (3): message ")
+            assert "; delivery (2): message " in summary["summary"]
+            jsonschema.validate(summary, load_schema("summary"))
+            if generator is not None:
+                assert generator.batches == []  # the generator wrote nothing for it
+
+    run(main())
+
+
+def test_a_window_about_one_label_still_gets_the_generators_summary(monkeypatch) -> None:
+    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false")
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        generator = FakeGenerator()
+        a = analytics(s, sink, generator, clock)
+        for i, label in enumerate(["billing", "billing", "billing", "billing", "delivery"]):
+            await a.submit(enriched(i, "k", T0 + i, label), lambda: None)
+        await close_and_drain(a, clock, T0 + 11, sink)
+        (summary,) = sink.of(s.topics.summaries)
+        assert summary["method"] == "abstractive" and generator.batches == [1]
 
     run(main())

@@ -94,27 +94,18 @@ def test_dominant_labels_are_those_with_a_fair_share_most_first() -> None:
     assert dominant_labels({}) == []
 
 
-def test_a_window_about_one_label_keeps_the_plain_prompt() -> None:
-    from pipeline.analytics.extractive import sample_evenly
-    from pipeline.analytics.summarizer import window_prompt
+def test_a_window_over_several_labels_has_a_reason_to_be_summarized_per_label() -> None:
+    from pipeline.analytics.summarizer import several_labels
 
-    texts = [f"charged twice {i}" for i in range(8)] + ["parcel late"]
-    labels = ["billing"] * 8 + ["delivery"]
-    assert window_prompt(texts, labels, 4, sample_evenly) == summary_prompt(prompt_texts(texts, 4, sample_evenly))
-
-
-def test_a_window_over_several_labels_gets_its_messages_grouped_and_one_sentence_per_label() -> None:
-    from pipeline.analytics.extractive import sample_evenly
-    from pipeline.analytics.summarizer import window_prompt
-
-    texts = ["charged twice", "parcel late", "refund missing", "courier lost it", "card declined", "app crash"]
     labels = ["billing", "delivery", "billing", "delivery", "billing", "app"]
-    prompt = window_prompt(texts, labels, 10, sample_evenly)
-    billing, delivery = prompt.index("Messages labelled billing (3):"), prompt.index("Messages labelled delivery (2):")
-    assert billing < delivery  # most events first
-    assert prompt[billing:delivery].count("\n- ") == 3 and "charged twice" in prompt[billing:delivery]
-    assert "courier lost it" in prompt[delivery:] and "app crash" not in prompt  # not a dominant label
-    assert prompt.endswith(
-        "For each label (billing, delivery), what is the common problem? Answer with one sentence per label."
-    )
-    assert "What is the common problem? Answer in one sentence." not in prompt
+    assert several_labels(labels) == "several labels: billing, delivery"  # `app` (1 of 6) is not dominant
+    assert several_labels(["billing"] * 9 + ["delivery"]) == ""
+    assert several_labels([]) == ""
+
+
+def test_a_job_with_a_reason_goes_extractive_whatever_the_budget() -> None:
+    p = planner()
+    mixed = Job("", 0, 10, NOW + 100, "mixed", reason="several labels: billing, delivery")
+    plan = p.plan([mixed, job("plain")], NOW, NOW)
+    assert [j.payload for j in plan.extractive] == ["mixed"]
+    assert [[j.payload for j in b] for b in plan.batches] == [["plain"]]
