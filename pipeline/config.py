@@ -82,6 +82,10 @@ class TopicsSettings(_Section):
     # Per-partition partial counts of each window, all under one key: one worker merges every window.
     stats_partials: str = "events.stats.partials"
     alerts: str = "events.alerts"
+    # Analysts' label corrections (schemas/feedback.schema.json), and the compacted store of what they taught:
+    # training examples, labels added through feedback and the trained head (pipeline/learning).
+    feedback: str = "events.feedback"
+    learning: str = "events.learning"
 
 
 class InputSettings(_Section):
@@ -259,6 +263,23 @@ class ClassifierSettings(_Section):
     temperature: float = Field(0.05, gt=0.0, le=10.0)
 
 
+class LearningSettings(_Section):
+    """Learning from analysts' feedback (pipeline/learning): a head trained on the encoder's embeddings."""
+
+    enabled: bool = True
+    # Recent event id -> text, filled per delivered batch: feedback by id is resolved from it (by any worker).
+    recent_events: int = Field(100_000, ge=0, le=10_000_000)
+    recent_chars: int = Field(50_000_000, ge=0, description="memory bound of the recent events: characters of text")
+    # Feedback by an id no worker knows goes to the DLQ (`unknown_id`) after this long.
+    resolve_timeout_s: float = Field(10.0, gt=0, le=3600)
+    # Retraining waits until feedback has been quiet this long, and never longer than retrain_max_delay_s.
+    retrain_quiet_s: float = Field(1.0, ge=0, le=600)
+    retrain_max_delay_s: float = Field(5.0, gt=0, le=3600)
+    max_examples: int = Field(100_000, ge=1, le=10_000_000)
+    # How long a starting worker reads the store back before it classifies (then it goes on with what it has).
+    restore_timeout_s: float = Field(15.0, gt=0, le=600)
+
+
 class Label(_Section):
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION_CHARS)
     examples: list[Annotated[str, Field(min_length=1, max_length=MAX_EXAMPLE_CHARS)]] = Field(
@@ -410,6 +431,7 @@ class Settings(BaseSettings):
     summaries: SummariesSettings = SummariesSettings()
     alerts: AlertsSettings = AlertsSettings()
     facts: FactsSettings = FactsSettings()
+    learning: LearningSettings = LearningSettings()
     labels: dict[str, Label] = Field(min_length=2)
     taxonomy_version: str | None = None
 

@@ -92,6 +92,36 @@ def observe_facts_lookups(hits: int, misses: int) -> None:
         FACTS_LOOKUPS.labels("miss").inc(misses)
 
 
+# Learning from analysts (pipeline/learning)
+FEEDBACK = Counter(
+    "slmstream_feedback",
+    "Feedback records handled: accepted (by kind: id, text, label) or rejected (by DLQ reason)",
+    ["outcome", "reason"],
+    registry=REGISTRY,
+)
+HEAD_INFO = Gauge(
+    "slmstream_head_info",
+    "The learned head the classifier uses: 1 for its version (zero-shot: none)",
+    ["version"],
+    registry=REGISTRY,
+)
+HEAD_SWAPS = Counter(
+    "slmstream_head_swaps", "Taxonomy swaps, by how (trained, restored, labels)", ["how"], registry=REGISTRY
+)
+LEARNED_EXAMPLES = Gauge(
+    "slmstream_learned_examples", "Training examples per label in the taxonomy in use", ["label"], registry=REGISTRY
+)
+
+
+def set_learning_state(version: str | None, examples_per_label: dict[str, int], how: str) -> None:
+    """The taxonomy swapped in: its version (the only series of HEAD_INFO) and its examples per label."""
+    HEAD_INFO.clear()
+    HEAD_INFO.labels(version or "none").set(1)
+    HEAD_SWAPS.labels(how).inc()
+    for label, n in examples_per_label.items():
+        LEARNED_EXAMPLES.labels(label).set(n)
+
+
 def render() -> bytes:
     return generate_latest(REGISTRY)
 

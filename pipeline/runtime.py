@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mode
 import structlog
@@ -49,6 +49,9 @@ from pipeline.model.loading import open_encoder
 from pipeline.model.worker import ModelWorker
 from pipeline.output.observers import Observer
 from pipeline.output.sink import FaustSink, ProducerSink
+
+if TYPE_CHECKING:
+    from pipeline.learning.service import LearningService
 
 log = structlog.get_logger(__name__)
 
@@ -140,6 +143,7 @@ class Runtime(mode.Service):
         self.assigned_by_key: list[int] = []  # partitions of events.enriched.by-key this worker owns now
         self.assigned_partials: list[int] = []  # partitions of events.stats.partials (the merger's) it owns now
         self._stats_restore: asyncio.Future[None] | None = None
+        self.learning: LearningService | None = None  # feedback and the learned head (set by build_worker)
 
     @property
     def analytics_on(self) -> bool:
@@ -184,6 +188,11 @@ class Runtime(mode.Service):
             facts=self.facts.join if self.facts is not None else None,
         )
         await self._warm_up(scheduler, primary)
+        if self.learning is not None:  # before the first event: a restarted worker uses the stored head at once
+            try:
+                await self.learning.begin(primary)
+            except Exception as exc:  # classification does not depend on it: go on zero-shot, say so
+                log.error("learning_not_started", error=repr(exc))
         if self.analytics_on:
             try:
                 self.analytics = await start_analytics(

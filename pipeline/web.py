@@ -6,12 +6,16 @@ own (/router, /table, ...) and any page added later — must carry `Authorizatio
 aiohttp middleware (`bearer_auth_middleware`, installed by faust_app.create_app) checks it before any view
 runs, so a new page cannot forget to. The one exception is PUBLIC_PAGES: the dashboard's HTML, the same
 static bytes for everyone and no data; the page itself sends the token on /api/live (pipeline/dashboard).
+
+Corrections (POST /api/feedback, the dashboard's label select) need a signed-in analyst: the request must carry
+the token, and with no `web.token` configured nobody is signed in, so the endpoint answers 401 even on loopback.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import faust
 from aiohttp import web as aioweb
@@ -22,6 +26,10 @@ from pydantic import SecretStr
 from pipeline import metrics
 from pipeline.dashboard.live import LiveState
 from pipeline.dashboard.page import dashboard_headers, dashboard_html, live_json
+from pipeline.ingest.validate import Rejection
+
+if TYPE_CHECKING:
+    from pipeline.learning.service import LearningService
 
 Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
 
@@ -59,7 +67,12 @@ def bearer_auth_middleware(token: SecretStr) -> Callable[[aioweb.Request, Handle
     return require_bearer_token
 
 
-def register_pages(app: faust.App, is_ready: Callable[[], bool], live: LiveState) -> None:
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="slmstream"'}
+
+
+def register_pages(
+    app: faust.App, is_ready: Callable[[], bool], live: LiveState, learning: LearningService | None = None
+) -> None:
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -81,4 +94,30 @@ def register_pages(app: faust.App, is_ready: Callable[[], bool], live: LiveState
     @app.page("/api/live")
     class LiveApi(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(live_json(live), content_type="application/json", headers={"Cache-Control": "no-store"})
+            extra: dict[str, Any] = {}
+            if learning is not None:  # what the correction select offers, and the head in use
+                extra["learning"] = {"labels": learning.label_names(), "head": learning.version}
+            return self.bytes(
+                live_json(live, extra=extra), content_type="application/json", headers={"Cache-Control": "no-store"}
+            )
+
+    web_settings = getattr(getattr(app, "settings", None), "web", None)
+    token = web_settings.token if web_settings is not None else None
+
+    @app.page("/api/feedback")
+    class FeedbackApi(View):
+        async def post(self, request: Request) -> Response:
+            """`{"id": ..., "label": ...}` (or `"text"`, optional `"by"`) → the feedback topic; 202 once stored."""
+            if token is None:
+                detail = "corrections need a signed-in analyst: set web.token (SLMSTREAM_WEB__TOKEN)"
+                return self.json({"error": "unauthorized", "detail": detail}, status=401, headers=CHALLENGE)
+            if not bearer_token_ok(request.headers.get("Authorization"), token.get_secret_value()):
+                detail = "send 'Authorization: Bearer <web.token>'"
+                return self.json({"error": "unauthorized", "detail": detail}, status=401, headers=CHALLENGE)
+            if learning is None:
+                return self.json({"error": "learning is off (learning.enabled)"}, status=503)
+            body = await request.read()
+            result = await learning.publish_feedback(body)
+            if isinstance(result, Rejection):
+                return self.json({"error": result.type, "detail": result.message}, status=400)
+            return self.json({"accepted": True, "label": result.label}, status=202)

@@ -20,6 +20,8 @@ from pipeline.dashboard.live import LiveState
 from pipeline.facts.reader import FactsReader
 from pipeline.faust_app import SlmApp, create_app, worker_topics
 from pipeline.ingest.offsets import AckedOffsets
+from pipeline.learning.cache import RecentEvents
+from pipeline.learning.service import LearningService
 from pipeline.model.base import ModelError
 from pipeline.runtime import Runtime, preflight
 from pipeline.web import register_pages
@@ -34,7 +36,9 @@ def build_worker(settings: Settings) -> SlmApp:
     topics = worker_topics(app)
     live = LiveState()  # the dashboard's state: fed by the loops as an observer, read by /api/live
     offsets: AckedOffsets[Any] = AckedOffsets()  # the classify path's input offsets: done → committed
-    observers = (metrics.MetricsObserver(), live)
+    # The recent events (id -> text) feedback by id is resolved from: filled per delivered batch, an observer.
+    recent = RecentEvents(settings.learning.recent_events, settings.learning.recent_chars)
+    observers = (metrics.MetricsObserver(), live, *((recent,) if settings.learning.enabled else ()))
     facts = FactsReader(settings) if settings.facts.enabled else None  # every worker reads the whole table
     if facts is not None:
         app.service(facts)  # type: ignore[arg-type]  # an instance, as the runtime below
@@ -42,10 +46,14 @@ def build_worker(settings: Settings) -> SlmApp:
     # Started with the app, stopped (drained) before its consumer: see pipeline/runtime.py. An instance, not a
     # class: Faust starts either (App._prepare_subservice), its annotation names only the class.
     app.service(runtime)  # type: ignore[arg-type]
+    learning = None
+    if settings.learning.enabled:  # begun by the runtime once the classifier is loaded; stopped before it
+        learning = runtime.learning = LearningService(settings, app, recent)
+        app.service(learning)  # type: ignore[arg-type]
     reader = classify.register(app, runtime, offsets)  # added after the runtime: stopped (drained) before it
     if runtime.analytics_on:
         analyze.register(app, runtime, topics)
-    register_pages(app, runtime.is_ready, live)
+    register_pages(app, runtime.is_ready, live, learning)
     app.timer(LAG_INTERVAL_S)(runtime.record_lag)
     app.timer(LAG_INTERVAL_S)(reader.record_lag)
     return app

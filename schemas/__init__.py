@@ -6,6 +6,7 @@
 `summary.schema.json`  a window summary on `events.summaries`
 `stats.schema.json`    per-window counts on `events.stats`
 `alert.schema.json`    a spike alert on `events.alerts`
+`feedback.schema.json` an analyst's label correction (or a new label) on `events.feedback`
 """
 
 from schemas.types import DLQ_ERROR_TYPES, Event, Origin, load_schema

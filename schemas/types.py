@@ -22,6 +22,11 @@ DLQ_ERROR_TYPES = (
     "wrong_type",
     "bad_timestamp",
     "model_error",
+    # Feedback (schemas/feedback.schema.json, pipeline/learning/feedback.py)
+    "unknown_label",
+    "unknown_id",
+    "label_exists",
+    "too_many_labels",
 )
 
 
@@ -63,6 +68,18 @@ def load_schema(name: str) -> dict[str, Any]:
     text = resources.files("schemas").joinpath(f"{name}.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+class FeedbackRecord(TypedDict, total=False):
+    """One record on the feedback topic (schemas/feedback.schema.json): `label` and one of `id`, `text` or
+    `description` (a new label's definition)."""
+
+    id: str
+    text: str
+    label: str
+    description: str
+    by: str
+    ts: int | str
 
 
 class WindowBounds(TypedDict):

@@ -397,9 +397,13 @@ class BatchScheduler:
             self._room_freed.set()
             self._hold(-len(events))
             latencies: list[float] = []
+            enriched: Sequence[Event] = ()
             if outcome == "enriched":
                 latencies = [max(now - e.ts_ms / 1000.0, 0.0) for e in events if e is not None]
-            batch = Delivered(outcome, len(events), now, labels=labels, latencies_s=latencies, reasons=reasons)
+                enriched = events  # type: ignore[assignment]  # an enriched batch has no None
+            batch = Delivered(
+                outcome, len(events), now, labels=labels, latencies_s=latencies, reasons=reasons, events=enriched
+            )
             for o in self.observers:
                 o.on_delivered(batch)
 

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.cli import broker, demo, dlq, facts, model_server, models, topics
+from pipeline.cli import broker, demo, dlq, facts, label, model_server, models, topics
 
 PLUGIN_GROUP = "slmstream.commands"
 
@@ -32,6 +32,7 @@ app.command("demo")(demo.demo)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(facts.app, name="facts")
 app.command("model-server")(model_server.model_server)
+app.command("label")(label.label)
 
 
 def missing_requirements(dist: metadata.Distribution | None, extras: list[str]) -> list[str]:

@@ -29,6 +29,8 @@ RATE_SERIES_S = 60  # per-second events/s series: the last minute
 LATENCY_WINDOW_S = 60  # latency percentiles: the last minute
 MIX_BUCKET_S = 5  # label mix over time: 5 s buckets
 KEEP_RECORDS = 20  # latest summaries / alerts / stats kept
+KEEP_RECENT = 12  # latest enriched events shown for correction (id, label, the start of the text)
+RECENT_TEXT_CHARS = 280
 
 # Latency histogram: bin i holds [LAT_BASE**i, LAT_BASE**(i+1)) ms, so a percentile read back from a bin's
 # geometric middle is within 1% of the true value. Values under 0.1 ms share bin LAT_MIN_BIN.
@@ -95,6 +97,7 @@ class LiveState(BaseObserver):
         self.summaries: deque[dict[str, Any]] = deque(maxlen=keep_records)
         self.alerts: deque[dict[str, Any]] = deque(maxlen=keep_records)
         self.stats: deque[dict[str, Any]] = deque(maxlen=keep_records)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=KEEP_RECENT)
 
     # ---- feed -------------------------------------------------------------------------------------------
     def on_delivered(self, batch: Delivered) -> None:
@@ -102,6 +105,9 @@ class LiveState(BaseObserver):
         alerts and stats records are kept."""
         if batch.outcome == "enriched":
             self._observe_enriched_batch(batch.labels, batch.latencies_s, batch.now)
+            n = min(len(batch.events), KEEP_RECENT)  # only the batch's last few: O(1) per batch
+            for event, label in zip(batch.events[-n:] if n else (), batch.labels[-n:] if n else (), strict=True):
+                self.recent.append({"id": event.id, "label": label, "text": event.text[:RECENT_TEXT_CHARS]})
         elif batch.outcome == "summary":
             for record in batch.records:
                 self.add_summary(dict(record))
@@ -217,6 +223,7 @@ class LiveState(BaseObserver):
             "summaries": list(reversed(self.summaries)),
             "alerts": list(reversed(self.alerts)),
             "stats": list(reversed(self.stats)),
+            "recent": list(reversed(self.recent)),
         }
 
 

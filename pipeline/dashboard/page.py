@@ -52,7 +52,9 @@ def _jsonable(value: Any) -> str:
     return str(value)  # a record field orjson cannot encode (a Decimal, a set...) is shown as text
 
 
-def live_json(state: LiveState, now: float | None = None) -> bytes:
-    """/api/live: the live state as JSON, as of `now` (default: the state's clock)."""
+def live_json(state: LiveState, now: float | None = None, extra: dict[str, Any] | None = None) -> bytes:
+    """/api/live: the live state as JSON, as of `now` (default: the state's clock), plus `extra` fields."""
     snap = state.snapshot(now)
+    if extra:
+        snap.update(extra)
     return orjson.dumps(snap, default=_jsonable, option=orjson.OPT_NON_STR_KEYS)

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from schemas import Event
+
 Outcome = Literal["enriched", "dlq", "deferred", "summary", "alert", "stats"]
 
 
@@ -26,6 +28,7 @@ class Delivered:
     latencies_s: Sequence[float] = ()  # enriched: event time → acked; summary: window close → acked
     reasons: Sequence[str] = ()  # dlq: each record's error type
     records: Sequence[Mapping[str, Any]] = field(default_factory=tuple)  # summary/alert/stats: as sent
+    events: Sequence[Event] = ()  # enriched: the events, aligned with `labels` (the recent-events cache reads them)
 
 
 @dataclass(frozen=True, slots=True)

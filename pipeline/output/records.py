@@ -27,6 +27,7 @@ class Classification:
     # `scores` rounded as the enriched record carries them (`round(v, 4)`), when the classifier rounded a whole
     # batch at once (`round_rows`); None: enriched_record rounds them itself.
     rounded: dict[str, float] | None = field(default=None, compare=False, repr=False)
+    head: str | None = None  # the version of the learned head that labeled it (None: zero-shot)
 
 
 SCORE_DIGITS = 4
@@ -82,6 +83,7 @@ def enriched_record(
         "scores": rounded if (rounded := result.rounded) is not None else _round_scores(result.scores),
         "model": {"name": model.name, "hash": model.hash},
         "taxonomy_version": taxonomy_version,
+        "head": result.head,
         "deadline_met": deadline_met,
         "degraded": degraded,
         "deferred": event.deferred,
@@ -122,6 +124,7 @@ def enriched_records(
             "scores": rounded if rounded is not None else _round_scores(result.scores),
             "model": model_doc,
             "taxonomy_version": taxonomy_version,
+            "head": result.head,
             "deadline_met": met,
             "degraded": degraded,
             "deferred": event.deferred,

@@ -85,6 +85,7 @@ class Topics:
         # The analytics' outputs and internal hops (used when a test enables them): this test's own, like the rest.
         self.summaries, self.stats, self.alerts = f"ev-{uid}.summaries", f"ev-{uid}.stats", f"ev-{uid}.alerts"
         self.by_key, self.partials = f"ev-{uid}.by-key", f"ev-{uid}.partials"
+        self.feedback, self.learning = f"ev-{uid}.feedback", f"ev-{uid}.learning"  # learning from analysts
 
     @property
     def all(self) -> list[str]:
@@ -102,6 +103,8 @@ class Topics:
             "SLMSTREAM_TOPICS__ALERTS": self.alerts,
             "SLMSTREAM_TOPICS__ENRICHED_BY_KEY": self.by_key,
             "SLMSTREAM_TOPICS__STATS_PARTIALS": self.partials,
+            "SLMSTREAM_TOPICS__FEEDBACK": self.feedback,
+            "SLMSTREAM_TOPICS__LEARNING": self.learning,
             "SLMSTREAM_TOPICS__PARTITIONS": str(PARTITIONS),
         }
 
