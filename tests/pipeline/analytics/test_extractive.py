@@ -47,3 +47,22 @@ def test_sample_evenly_spreads_and_includes_both_ends() -> None:
     picked = sample_evenly(100, 5)
     assert picked[0] == 0 and picked[-1] == 99 and len(picked) == 5
     assert sample_evenly(100, 1) == [0]
+
+
+def test_a_window_over_several_labels_gets_the_central_texts_of_each_label() -> None:
+    from pipeline.analytics.extractive import labelled_extractive_summary
+
+    texts = ["card charged twice", "invoice wrong", "parcel late", "courier lost it", "box damaged", "bill high"]
+    labels = ["billing", "billing", "delivery", "delivery", "delivery", "billing"]
+    emb = unit([1, 0, 0.1], [1, 0, 0], [0, 1, 0], [0, 1, 0.1], [0, 1, -0.1], [1, 0, -0.1])
+    summary, chosen = labelled_extractive_summary(texts, labels, emb, 2, [("delivery", 3), ("billing", 3)])
+    assert summary == "delivery (3): parcel late; billing (3): invoice wrong"
+    assert chosen == [2, 1]
+
+
+def test_a_label_missing_from_the_sample_is_left_out() -> None:
+    from pipeline.analytics.extractive import labelled_extractive_summary
+
+    emb = unit([1, 0], [1, 0.1])
+    summary, chosen = labelled_extractive_summary(["a1", "a2"], ["a", "a"], emb, 4, [("a", 2), ("b", 9)])
+    assert summary == "a (2): a1 | a2" and chosen == [0, 1]

@@ -556,3 +556,42 @@ def test_spikes_are_checked_in_window_order_even_when_windows_complete_out_of_or
         ]
 
     run(main())
+
+
+def test_a_window_over_several_labels_is_summarized_per_label(monkeypatch) -> None:
+    """Extractive, each dominant label named with its most central texts, even with a generator free."""
+    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false")
+
+    async def main() -> None:
+        for generator in (None, FakeGenerator()):
+            clock, sink = Clock(), FakeSink()
+            a = analytics(s, sink, generator, clock)
+            for i, label in enumerate(["billing", "delivery", "billing", "delivery", "billing"]):
+                await a.submit(enriched(i, "k", T0 + i, label), lambda: None)
+            await close_and_drain(a, clock, T0 + 11, sink)
+            (summary,) = sink.of(s.topics.summaries)
+            assert summary["labels"] == {"billing": 3, "delivery": 2}
+            assert summary["method"] == "extractive"
+            assert summary["summary"].startswith("billing (3): message ")
+            assert "; delivery (2): message " in summary["summary"]
+            jsonschema.validate(summary, load_schema("summary"))
+            if generator is not None:
+                assert generator.batches == []  # the generator wrote nothing for it
+
+    run(main())
+
+
+def test_a_window_about_one_label_still_gets_the_generators_summary(monkeypatch) -> None:
+    s = settings(monkeypatch, SLMSTREAM_ALERTS__ENABLED="false")
+
+    async def main() -> None:
+        clock, sink = Clock(), FakeSink()
+        generator = FakeGenerator()
+        a = analytics(s, sink, generator, clock)
+        for i, label in enumerate(["billing", "billing", "billing", "billing", "delivery"]):
+            await a.submit(enriched(i, "k", T0 + i, label), lambda: None)
+        await close_and_drain(a, clock, T0 + 11, sink)
+        (summary,) = sink.of(s.topics.summaries)
+        assert summary["method"] == "abstractive" and generator.batches == [1]
+
+    run(main())

@@ -78,3 +78,34 @@ def test_prompt_puts_messages_first_then_the_question() -> None:
 def test_prompt_texts_are_distinct_and_capped() -> None:
     texts = ["a", "A", "b", "c", "d"]
     assert prompt_texts(texts, 3, lambda n, k: list(range(min(n, k)))) == ["a", "b", "c"]
+
+
+# ---- per-label structure -----------------------------------------------------------------------------------
+def test_dominant_labels_are_those_with_a_fair_share_most_first() -> None:
+    from pipeline.analytics.summarizer import dominant_labels
+
+    assert dominant_labels({"billing": 6, "delivery": 4, "app": 1}) == [("billing", 6), ("delivery", 4)]
+    assert dominant_labels({"delivery": 3, "billing": 3}) == [("billing", 3), ("delivery", 3)]  # ties by name
+    assert dominant_labels({"billing": 9, "delivery": 1}) == [("billing", 9)]  # one topic: the plain summary
+    assert dominant_labels({"unknown": 5, "billing": 5}) == [("billing", 5)]  # `unknown` is not a topic
+    assert dominant_labels({"a": 1, "b": 1}) == []  # one event each is not a group
+    four = {"a": 5, "b": 5, "c": 5, "d": 5}
+    assert [n for n, _ in dominant_labels(four)] == ["a", "b", "c"]  # at most three groups
+    assert dominant_labels({}) == []
+
+
+def test_a_window_over_several_labels_has_a_reason_to_be_summarized_per_label() -> None:
+    from pipeline.analytics.summarizer import several_labels
+
+    labels = ["billing", "delivery", "billing", "delivery", "billing", "app"]
+    assert several_labels(labels) == "several labels: billing, delivery"  # `app` (1 of 6) is not dominant
+    assert several_labels(["billing"] * 9 + ["delivery"]) == ""
+    assert several_labels([]) == ""
+
+
+def test_a_job_with_a_reason_goes_extractive_whatever_the_budget() -> None:
+    p = planner()
+    mixed = Job("", 0, 10, NOW + 100, "mixed", reason="several labels: billing, delivery")
+    plan = p.plan([mixed, job("plain")], NOW, NOW)
+    assert [j.payload for j in plan.extractive] == ["mixed"]
+    assert [[j.payload for j in b] for b in plan.batches] == [["plain"]]
