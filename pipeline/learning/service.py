@@ -18,7 +18,8 @@ Guarantees
   position). The owner then tombstones the lookup and commits. No answer within `learning.resolve_timeout_s`:
   the feedback goes to the DLQ as `unknown_id` (the event is older than every worker's `recent_events`, or
   its worker has restarted since). A lookup outstanding when its owner loses the partition is asked again by
-  the next owner.
+  the next owner. An answer later than the deadline is still learned (the DLQ record then names an id that
+  was found after all).
 - Every worker reads the whole store from its start (one partition: the same records in the same order for
   all), so all workers hold the same examples and labels a moment after they are written; the trainer turns
   them into the same head and version (pipeline/learning/trainer.py). Convergence takes the store's read

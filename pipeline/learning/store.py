@@ -106,12 +106,20 @@ class Taught:
         return None
 
     def training_set(self, label_names: Sequence[str], max_examples: int) -> tuple[list[str], list[str]]:
-        """Texts and labels to train on: the examples whose label is in `label_names`, the latest
-        `max_examples`, sorted by key (so the set, not the order it was read in, decides the head)."""
-        known = set(label_names)
-        keep = [(k, t, lab) for k, (t, lab) in self.examples.items() if lab in known][-max_examples:]
-        keep.sort()
-        return [t for _, t, _ in keep], [lab for _, _, lab in keep]
+        """`training_set(self.examples.items(), ...)`."""
+        return training_set(list(self.examples.items()), label_names, max_examples)
+
+
+def training_set(
+    examples: Sequence[tuple[str, tuple[str, str]]], label_names: Sequence[str], max_examples: int
+) -> tuple[list[str], list[str]]:
+    """Texts and labels to train on, of (key, (text, label)) pairs in the order read: the examples whose label
+    is in `label_names`, the latest `max_examples`, sorted by key (so the set, not the order it was read in,
+    decides the head)."""
+    known = set(label_names)
+    keep = [(k, t, lab) for k, (t, lab) in examples if lab in known][-max_examples:]
+    keep.sort()
+    return [t for _, t, _ in keep], [lab for _, _, lab in keep]
 
 
 def version_of(

@@ -5,8 +5,9 @@
 
 Guarantees
 - Never on the event loop: encoding runs on the classifier's model thread in chunks of `ENCODE_CHUNK` texts (a
-  classify batch waits for at most one chunk), training on a thread of its own at a lower CPU priority
-  (`TRAIN_NICE`, as the generator's), so a retrain takes the CPU classification leaves.
+  classify batch waits for at most one chunk); sorting and hashing the examples, training and loading heads
+  on a thread of its own at a lower CPU priority (`TRAIN_NICE`, as the generator's), so a retrain takes the
+  CPU classification leaves. The loop only copies the example map (one list of references).
 - Debounced: a retrain starts once the store has been quiet for `learning.retrain_quiet_s`, and at most
   `learning.retrain_max_delay_s` after the first change it has not yet learned from; changes that arrive
   during a retrain start another one after it.
@@ -32,14 +33,14 @@ import structlog
 
 from pipeline import metrics
 from pipeline.config import LearningSettings
-from pipeline.learning.store import Taught, version_of
+from pipeline.learning.store import Taught, training_set, version_of
 from pipeline.model.classifier import Taxonomy
 from pipeline.model.thread import ModelThread
 from pipeline.model.worker import ModelWorker
 
 log = structlog.get_logger(__name__)
 
-ENCODE_CHUNK = 32
+ENCODE_CHUNK = 8  # texts per model-thread call: a classify batch waits for at most one such call
 TRAIN_NICE = 10
 
 
@@ -142,11 +143,8 @@ class Trainer:
             self._names, self._prototypes = (await self.worker.run(lambda: self.classifier.with_labels(added)))[0]
             self._labels_for = tuple(added.items())
         names = self._names
-        texts, labels = self.taught.training_set(names, self.settings.max_examples)
-        if not texts and not added:
-            version = None
-        else:
-            version = version_of(self.classifier.info.hash, names, added, texts, labels)
+        snapshot = list(self.taught.examples.items())  # a copy on the loop; sorting and hashing on the thread
+        texts, labels, version = await self.thread.call(lambda: self._versioned(snapshot, names, added))
         if version == self.version:
             return version
         t0 = time.perf_counter()
@@ -183,6 +181,15 @@ class Trainer:
             assert version is not None
             await self.publish_head(version, head.to_bytes())
         return version
+
+    def _versioned(
+        self, examples: list[tuple[str, tuple[str, str]]], names: list[str], added: dict[str, str]
+    ) -> tuple[list[str], list[str], str | None]:
+        """The training set and its version (None: nothing learned, the configured taxonomy)."""
+        texts, labels = training_set(examples, names, self.settings.max_examples)
+        if not texts and not added:
+            return texts, labels, None
+        return texts, labels, version_of(self.classifier.info.hash, names, added, texts, labels)
 
     async def _encode(self, texts: Sequence[str]) -> np.ndarray:
         """The embeddings of `texts`, encoding on the model thread only those not seen before, a chunk a call."""

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
+from pipeline import metrics
 from pipeline.config import Settings, load_settings
 from pipeline.learning.cache import RecentEvents
 from pipeline.learning.feedback import example_key, feedback_json
@@ -85,7 +86,12 @@ def store_part(sent: list[tuple[str, bytes | None, bytes]]) -> list[tuple[bytes 
     return [(k, None if v == TOMBSTONE else v) for t, k, v in sent if t == "events.learning"]
 
 
+def counted(outcome: str, reason: str) -> float:
+    return metrics.REGISTRY.get_sample_value("slmstream_feedback_total", {"outcome": outcome, "reason": reason}) or 0
+
+
 async def test_examples_labels_and_bad_feedback() -> None:
+    before = counted("rejected", "unknown_label"), counted("accepted", "id")
     svc, sink = service(Clock(), known={"e1": "I was charged twice"})
     await feed(
         svc,
@@ -108,6 +114,7 @@ async def test_examples_labels_and_bad_feedback() -> None:
     assert [d["error"]["type"] for d in dlq] == ["not_json", "unknown_label"]
     assert dlq[0]["original"]["offset"] == 4
     assert svc.offsets.advanced() == {TP: 6}  # every outcome stored: all committable
+    assert (counted("rejected", "unknown_label"), counted("accepted", "id")) == (before[0] + 1, before[1] + 1)
 
 
 async def test_an_id_known_by_another_worker_is_resolved_through_the_store() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from pipeline import metrics
 from pipeline.config import LearningSettings
 from pipeline.learning.feedback import example_key
 from pipeline.learning.head import Head, train_head
@@ -98,6 +99,8 @@ async def test_retrain_swaps_the_taxonomy_and_results_name_the_head() -> None:
     assert {r.head for r in results} == {version}
     assert [r.label for r in results][:3] == ["billing", "shipping", "technical_issue"]
     assert [v for v, _ in published] == [version]  # published once, for restarted workers
+    assert metrics.REGISTRY.get_sample_value("slmstream_head_info", {"version": version}) == 1
+    assert metrics.REGISTRY.get_sample_value("slmstream_learned_examples", {"label": "billing"}) == 2
     assert await trainer.refresh() == version and trainer.retrains == 1  # nothing new: no retrain
     await close(trainer)
 
