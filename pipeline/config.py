@@ -125,6 +125,11 @@ class ModelSettings(_Section):
     server_socket: Path | None = None
     # How long a call waits for the model server (at start, across a server restart) before it fails.
     server_wait_s: float = Field(30.0, gt=0, le=3600)
+    # Languages (README "Languages"): each event's language is identified (fastText lid.176) and recorded;
+    # events in a language `encoder` was not trained on go to this multilingual encoder, when it is built
+    # ("": off, every event to `encoder`). Not with server_socket (the model server serves one encoder).
+    multilingual: str = "use-m-v3-int8"
+    language_id: bool = True
 
     @field_validator("server_socket", mode="before")
     @classmethod

@@ -25,6 +25,12 @@ EVENTS_IN = Counter("slmstream_events_in", "Messages read from an input topic", 
 EVENTS_OUT = Counter(
     "slmstream_events_out", "Records written, by outcome (enriched, dlq, deferred)", ["outcome"], registry=REGISTRY
 )
+CLASSIFIED = Counter(
+    "slmstream_classified",
+    "Events classified and stored, by language (lid.176 code, `und` when unsure) and label",
+    ["lang", "label"],
+    registry=REGISTRY,
+)
 DLQ = Counter("slmstream_dlq", "Messages sent to the DLQ, by reason", ["reason"], registry=REGISTRY)
 DEADLINE_MISSES = Counter(
     "slmstream_deadline_misses", "Events whose result missed event time + budget", ["policy"], registry=REGISTRY
@@ -100,6 +106,9 @@ class MetricsObserver(BaseObserver):
             EVENTS_OUT.labels(batch.outcome).inc(batch.size)
         if batch.outcome == "enriched":
             observe_many(END_TO_END, batch.latencies_s)
+            if batch.langs:  # counted per batch: one inc per (language, label) present
+                for (lang, label), n in Tally(zip(batch.langs, batch.labels, strict=True)).items():
+                    CLASSIFIED.labels(lang, label).inc(n)
         elif batch.outcome == "dlq":
             for reason, n in Tally(batch.reasons).items():
                 DLQ.labels(reason).inc(n)

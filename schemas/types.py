@@ -65,6 +65,16 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+LANG_UNDETERMINED = "und"  # analysis.lang when language ID is unsure (ISO 639-2 "undetermined")
+
+
+class LanguageAnalysis(TypedDict):
+    """The language fields of an enriched record's `analysis` (present when model.language_id is on)."""
+
+    lang: str  # fastText lid.176 code: ISO 639-1 where there is one ("en", "zh"), else 3 letters; "und": unsure
+    lang_supported: bool  # the encoder that classified it was trained on `lang`
+
+
 class WindowBounds(TypedDict):
     """A window of the summary, alert and stats records: RFC 3339 and epoch milliseconds, [start, end)."""
 

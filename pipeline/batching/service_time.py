@@ -6,6 +6,16 @@ follows the machine (a noisy neighbour, a GPU warming up) without jumping on one
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class ServiceEstimate(Protocol):
+    def estimate(self, n: int) -> float:
+        """Seconds the model takes for a batch of n."""
+        ...
+
 
 class ServiceTime:
     def __init__(self, fixed_s: float = 0.005, per_item_s: float = 0.004, decay: float = 0.9) -> None:
@@ -41,3 +51,49 @@ class ServiceTime:
     def estimate(self, n: int) -> float:
         fixed, per_item = self.coefficients()
         return fixed + per_item * n
+
+
+WHOLE = ""  # RoutedServiceTime's key for batches observed whole (one encoder, or its parts unknown)
+
+
+class RoutedServiceTime:
+    """The service time of batches that the router (pipeline/model/router.py) splits among encoders by
+    language: one `ServiceTime` fit per encoder, and each encoder's recent share of the events (decayed like the
+    fits). A batch of n is estimated as the sum, over the encoders expected to get at least half an event of it,
+    of that encoder's estimate for its share (rounded up: a sub-batch has its own fixed cost); when none is
+    (a small batch), as the slowest encoder's estimate for all n. Without parts observed it is one
+    `ServiceTime` over whole batches."""
+
+    def __init__(self, decay: float = 0.9) -> None:
+        self._decay = decay
+        self.encoders: dict[str, ServiceTime] = {WHOLE: ServiceTime(decay=decay)}
+        self.shares: dict[str, float] = {}  # decayed fraction of events per encoder (parts observed only)
+        self.observed = 0
+
+    def observe(self, n: int, seconds: float) -> None:
+        """A batch of n run whole by one encoder, or whose split is unknown."""
+        self.encoders[WHOLE].observe(n, seconds)
+        self.observed += 1
+
+    def observe_parts(self, parts: Mapping[str, tuple[int, float]]) -> None:
+        """One batch's sub-batches: encoder name → (events, seconds)."""
+        total = sum(n for n, _ in parts.values())
+        if total <= 0:
+            return
+        d = self._decay
+        for name in self.shares:
+            self.shares[name] *= d
+        for name, (n, seconds) in parts.items():
+            self.encoders.setdefault(name, ServiceTime(decay=d)).observe(n, seconds)
+            self.shares[name] = self.shares.get(name, 0.0) + (1 - d) * n / total
+        self.observed += 1
+
+    def estimate(self, n: int) -> float:
+        weight = sum(self.shares.values())
+        if weight <= 0:
+            return self.encoders[WHOLE].estimate(n)
+        expected = {name: n * share / weight for name, share in self.shares.items()}
+        parts = [self.encoders[name].estimate(math.ceil(k)) for name, k in expected.items() if k >= 0.5]
+        if not parts:
+            return max(self.encoders[name].estimate(n) for name in expected)
+        return sum(parts)

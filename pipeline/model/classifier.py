@@ -51,10 +51,17 @@ class LabelClassifier:
         """Probabilities over labels, shape (n, labels)."""
         return softmax(embeddings @ self.prototypes.T, self.temperature)
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(
+        self, texts: Sequence[str], langs: Sequence[str] | None = None, supported: Sequence[bool] | None = None
+    ) -> list[Classification]:
         """A label, its score and every label's score per text; the scores also rounded as the enriched record
-        carries them. The batch goes through numpy at once: per text only a few dicts are built."""
+        carries them. The batch goes through numpy at once: per text only a few dicts are built.
+
+        `langs` / `supported` (from the router, pipeline/model/router.py): each text's language and whether this
+        encoder reads it, carried into its Classification with this encoder's identity."""
         probs = self.score(self.model.encode(texts))
+        if langs is not None:
+            return self._with_langs(probs, langs, supported or [True] * len(langs))
         names, floor = self.names, self.min_confidence
         best = probs.argmax(axis=1).tolist()
         rows = probs.tolist()  # Python floats, as float() of each element
@@ -66,4 +73,16 @@ class LabelClassifier:
             out.append(
                 Classification(label, score, dict(zip(names, row, strict=True)), dict(zip(names, r, strict=True)))
             )
+        return out
+
+    def _with_langs(self, probs: np.ndarray, langs: Sequence[str], supported: Sequence[bool]) -> list[Classification]:
+        names, floor, info = self.names, self.min_confidence, self.info
+        best = probs.argmax(axis=1).tolist()
+        rounded = round_rows(probs)
+        out = []
+        for row, b, r, lang, ok in zip(probs.tolist(), best, rounded, langs, supported, strict=True):
+            score = row[b]
+            label = names[b] if score >= floor else UNKNOWN
+            scores, rounded_scores = dict(zip(names, row, strict=True)), dict(zip(names, r, strict=True))
+            out.append(Classification(label, score, scores, rounded_scores, lang=lang, lang_supported=ok, model=info))
         return out

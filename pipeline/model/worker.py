@@ -1,6 +1,7 @@
 """What the loops await: a model's calls on its own model thread (thread.py).
 
-    ModelWorker      a LabelClassifier (over any Encoder: in process or the model server) on its thread:
+    ModelWorker      a LabelClassifier (over any Encoder: in process or the model server), or a RoutedClassifier
+                     (language ID, then one per language: router.py), on its thread:
                      `classify(texts) -> (results, seconds on the thread)` for the batch scheduler
     GeneratorWorker  a Generator loaded and run on its own lower-priority thread: a TextGenerator for the
                      analytics runner
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 from pipeline.model.base import GenerationStats, Generator
 from pipeline.model.classifier import LabelClassifier
+from pipeline.model.router import RoutedClassifier
 from pipeline.model.thread import ModelThread
 from pipeline.output.records import Classification
 
@@ -22,7 +24,7 @@ R = TypeVar("R")
 
 
 class ModelWorker:
-    def __init__(self, classifier: LabelClassifier, name: str = "model") -> None:
+    def __init__(self, classifier: LabelClassifier | RoutedClassifier, name: str = "model") -> None:
         self.classifier = classifier
         self.thread = ModelThread(name)
 

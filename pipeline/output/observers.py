@@ -23,6 +23,7 @@ class Delivered:
     size: int
     now: float  # the loop's clock (epoch seconds) when the inputs were acked
     labels: Sequence[str] = ()  # enriched: each record's label
+    langs: Sequence[str] = ()  # enriched: each record's language, when language ID ran
     latencies_s: Sequence[float] = ()  # enriched: event time → acked; summary: window close → acked
     reasons: Sequence[str] = ()  # dlq: each record's error type
     records: Sequence[Mapping[str, Any]] = field(default_factory=tuple)  # summary/alert/stats: as sent

@@ -26,6 +26,13 @@ class Classification:
     # `scores` rounded as the enriched record carries them (`round(v, 4)`), when the classifier rounded a whole
     # batch at once (`round_rows`); None: enriched_record rounds them itself.
     rounded: dict[str, float] | None = field(default=None, compare=False, repr=False)
+    # The text's language (pipeline/model/language.py) and whether the encoder that read it was trained on it;
+    # None: no language ID ran (the record then carries neither).
+    lang: str | None = field(default=None, compare=False)
+    lang_supported: bool = field(default=True, compare=False)
+    # The encoder that classified it, when the batch was split among encoders by language (router.py);
+    # None: the batch's model.
+    model: ModelInfo | None = field(default=None, compare=False, repr=False)
 
 
 SCORE_DIGITS = 4
@@ -78,13 +85,16 @@ def enriched_record(
         "label": result.label,
         "score": round(result.score, SCORE_DIGITS),
         "scores": rounded if (rounded := result.rounded) is not None else _round_scores(result.scores),
-        "model": {"name": model.name, "hash": model.hash},
+        "model": {"name": (m := result.model or model).name, "hash": m.hash},
         "taxonomy_version": taxonomy_version,
         "deadline_met": deadline_met,
         "degraded": degraded,
         "deferred": event.deferred,
         "latency_ms": {"queue": round(queue_ms, 2), "model": round(model_ms, 2), "total": round(total_ms, 2)},
     }
+    if result.lang is not None:
+        doc["analysis"]["lang"] = result.lang
+        doc["analysis"]["lang_supported"] = result.lang_supported
     return orjson.dumps(doc)
 
 
@@ -103,6 +113,7 @@ def enriched_records(
     """`enriched_record` for a model batch, the same bytes for each: what is the same for every record of the
     batch (the model, its time) is built once."""
     model_doc = {"name": model.name, "hash": model.hash}
+    model_docs: dict[ModelInfo, dict[str, str]] = {model: model_doc}  # per encoder, when routed by language
     model_rounded = round(model_ms, 2)
     dumps = orjson.dumps
     out = []
@@ -111,17 +122,21 @@ def enriched_records(
         doc["id"] = event.id
         doc["ts"] = event.ts_ms
         rounded = result.rounded
-        doc["analysis"] = {
+        info = result.model
+        analysis = doc["analysis"] = {
             "label": result.label,
             "score": round(result.score, SCORE_DIGITS),
             "scores": rounded if rounded is not None else _round_scores(result.scores),
-            "model": model_doc,
+            "model": model_doc if info is None else model_docs.setdefault(info, {"name": info.name, "hash": info.hash}),
             "taxonomy_version": taxonomy_version,
             "deadline_met": met,
             "degraded": degraded,
             "deferred": event.deferred,
             "latency_ms": {"queue": round(queue, 2), "model": model_rounded, "total": round(total, 2)},
         }
+        if result.lang is not None:
+            analysis["lang"] = result.lang
+            analysis["lang_supported"] = result.lang_supported
         out.append(dumps(doc))
     return out
 
