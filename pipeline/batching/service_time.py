@@ -53,16 +53,17 @@ class ServiceTime:
         return fixed + per_item * n
 
 
+MIN_SHARE = 0.02  # an encoder with less of the recent events is left out of the estimate
 WHOLE = ""  # RoutedServiceTime's key for batches observed whole (one encoder, or its parts unknown)
 
 
 class RoutedServiceTime:
     """The service time of batches that the router (pipeline/model/router.py) splits among encoders by
     language: one `ServiceTime` fit per encoder, and each encoder's recent share of the events (decayed like the
-    fits). A batch of n is estimated as the sum, over the encoders expected to get at least half an event of it,
-    of that encoder's estimate for its share (rounded up: a sub-batch has its own fixed cost); when none is
-    (a small batch), as the slowest encoder's estimate for all n. Without parts observed it is one
-    `ServiceTime` over whole batches."""
+    fits). A batch of n is estimated as the sum, over the encoders with at least `MIN_SHARE` of the recent
+    events, of that encoder's estimate for its share of n (rounded up, at least one: each sub-batch pays its
+    own fixed cost). On the safe side for deadlines: a small batch is charged every encoder's fixed cost,
+    though its events may all go to one. Without parts observed it is one `ServiceTime` over whole batches."""
 
     def __init__(self, decay: float = 0.9) -> None:
         self._decay = decay
@@ -92,8 +93,8 @@ class RoutedServiceTime:
         weight = sum(self.shares.values())
         if weight <= 0:
             return self.encoders[WHOLE].estimate(n)
-        expected = {name: n * share / weight for name, share in self.shares.items()}
-        parts = [self.encoders[name].estimate(math.ceil(k)) for name, k in expected.items() if k >= 0.5]
-        if not parts:
-            return max(self.encoders[name].estimate(n) for name in expected)
-        return sum(parts)
+        return sum(
+            self.encoders[name].estimate(max(1, math.ceil(n * share / weight - 1e-6)))
+            for name, share in self.shares.items()
+            if share >= MIN_SHARE * weight
+        )

@@ -27,3 +27,23 @@ def test_observe_many_equals_observing_each(values: list[float]) -> None:
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert math.isclose(got[name], value, rel_tol=1e-9, abs_tol=1e-9), name
+
+
+def test_classified_events_are_counted_by_language_and_label_per_batch() -> None:
+    from pipeline.metrics import REGISTRY, MetricsObserver
+    from pipeline.output.observers import Delivered
+
+    def count(lang: str, label: str) -> float:
+        return REGISTRY.get_sample_value("slmstream_classified_total", {"lang": lang, "label": label}) or 0.0
+
+    before = {k: count(*k) for k in [("de", "billing"), ("zh", "billing"), ("de", "shipping")]}
+    batch = Delivered(
+        "enriched", 4, 0.0, labels=["billing", "billing", "shipping", "billing"], langs=["de", "zh", "de", "de"]
+    )
+    MetricsObserver().on_delivered(batch)
+    assert count("de", "billing") - before[("de", "billing")] == 2
+    assert count("zh", "billing") - before[("zh", "billing")] == 1
+    assert count("de", "shipping") - before[("de", "shipping")] == 1
+    # no language ID (no langs): nothing counted by language
+    MetricsObserver().on_delivered(Delivered("enriched", 1, 0.0, labels=["billing"]))
+    assert count("de", "billing") - before[("de", "billing")] == 2
