@@ -168,6 +168,11 @@ class SummariesSettings(_Section):
     budget_s: float = Field(10.0, gt=0, le=3600, description="a summary is due this long after its window closes")
     max_new_tokens: int = Field(40, ge=4, le=512)
     prompt_events: int = Field(10, ge=1, le=100, description="messages per generator prompt")
+    generator_languages: list[str] | None = Field(
+        None,
+        description="languages the generator writes (lid.176 codes); a window in another is summarized "
+        "extractively. Default: the catalog's (smollm2-135m-int8: en); any for an imported decoder",
+    )
     generator: str = Field(
         "smollm2-135m-int8",
         min_length=1,

@@ -109,6 +109,16 @@ def load_routed(settings: Settings, name: str, *, multilingual: bool) -> LabelCl
     return router
 
 
+def generator_languages(settings: Settings) -> frozenset[str] | None:
+    """What the summaries' generator writes: `summaries.generator_languages`, else the catalog's languages
+    for a catalog generator, else None (any: an imported Qwen2 or Gemma decoder reads many)."""
+    s = settings.summaries
+    if s.generator_languages is not None:
+        return frozenset(s.generator_languages)
+    spec = CATALOG.get(s.generator)
+    return frozenset(spec.languages) if spec is not None and spec.languages else None
+
+
 def preflight(settings: Settings) -> None:
     """Check the models this worker will load exist, before Faust connects anywhere (ModelError if not)."""
     if settings.summaries.enabled:  # the generator is always loaded in this process
@@ -145,7 +155,13 @@ async def start_analytics(
         )
         on_close(generator.aclose)
     analytics = WindowAnalytics(
-        settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, observers=observers
+        settings,
+        sink,
+        ClassifierEmbedder(encoder, settings.model.sub_batch),
+        generator,
+        observers=observers,
+        language_id=FastTextLanguageId() if settings.model.language_id and generator is not None else None,
+        generator_languages=generator_languages(settings),
     )
     if generator is not None:  # a first real call: onnxruntime's first run is slow, and the planner learns
         _, stats = await generator.generate([WARMUP_TEXT], 8)

