@@ -5,8 +5,10 @@
 
 Routes are tried in order: the first whose encoder was trained on a text's language reads it (English first to
 MiniLM, which is better on English; other languages to the multilingual encoder). A text in a language no
-route reads, or whose language is undetermined, is still classified, by `other` (the multilingual encoder when
-there is one), and its result says `lang_supported=False`: it is never dropped.
+route reads is still classified, by `other` (the multilingual encoder when there is one), and its result says
+`lang_supported=False`: it is never dropped. A text whose language is undetermined (`und`: mostly very short
+ones, e.g. "Do your gift cards expire?" reads as Danish 0.24, Swedish 0.23, English 0.17) goes to the first
+route, the deployment's own encoder, and says `lang_supported=False` too.
 
 Guarantees: results come back in the order of `texts`, whatever the routes (the scheduler delivers and acks a
 batch as one, so per-partition order and the commit order hold as without routing). The sub-batches run one
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 from pipeline.model.base import Encoder
 from pipeline.model.classifier import LabelClassifier
-from pipeline.model.language import LanguageId
+from pipeline.model.language import UNDETERMINED, LanguageId
 from pipeline.output.records import Classification, ModelInfo
 
 
@@ -69,7 +71,8 @@ class RoutedClassifier:
         """The route for `lang` and whether its encoder reads that language."""
         found = self._route_of.get(lang)
         if found is None:
-            found = next(((i, True) for i, r in enumerate(self.routes) if lang in r.languages), (self.other, False))
+            unread = (0, False) if lang == UNDETERMINED else (self.other, False)
+            found = next(((i, True) for i, r in enumerate(self.routes) if lang in r.languages), unread)
             self._route_of[lang] = found
         return found
 

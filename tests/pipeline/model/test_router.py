@@ -95,7 +95,8 @@ def test_a_language_no_encoder_reads_is_classified_by_the_other_route_and_says_s
     results = router(english, multi).classify(["fi: veloitus charge", "und: ???", "en: parcel"])
     assert [r.label for r in results] == ["billing", "shipping", "shipping"]  # never dropped
     assert [(r.lang, r.lang_supported) for r in results] == [("fi", False), ("und", False), ("en", True)]
-    assert multi.batches == [["fi: veloitus charge", "und: ???"]]
+    assert multi.batches == [["fi: veloitus charge"]]
+    assert english.batches == [["und: ???", "en: parcel"]]  # undetermined: the deployment's own encoder
 
 
 def test_without_a_multilingual_encoder_everything_goes_to_the_default(english: KeywordEncoder) -> None:
