@@ -123,11 +123,15 @@ def enriched_records(
         doc["ts"] = event.ts_ms
         rounded = result.rounded
         info = result.model
+        if info is None:
+            mdoc = model_doc
+        elif (mdoc := model_docs.get(info)) is None:  # an encoder's first record in this batch
+            mdoc = model_docs[info] = {"name": info.name, "hash": info.hash}
         analysis = doc["analysis"] = {
             "label": result.label,
             "score": round(result.score, SCORE_DIGITS),
             "scores": rounded if rounded is not None else _round_scores(result.scores),
-            "model": model_doc if info is None else model_docs.setdefault(info, {"name": info.name, "hash": info.hash}),
+            "model": mdoc,
             "taxonomy_version": taxonomy_version,
             "deadline_met": met,
             "degraded": degraded,
