@@ -123,9 +123,9 @@ def enriched_records(
         doc["ts"] = event.ts_ms
         rounded = result.rounded
         info = result.model
-        if info is None:
-            mdoc = model_doc
-        elif (mdoc := model_docs.get(info)) is None:  # an encoder's first record in this batch
+        mdoc = model_doc if info is None else model_docs.get(info)
+        if mdoc is None:  # an encoder's first record in this batch
+            assert info is not None
             mdoc = model_docs[info] = {"name": info.name, "hash": info.hash}
         analysis = doc["analysis"] = {
             "label": result.label,
