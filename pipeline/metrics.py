@@ -122,8 +122,13 @@ class MetricsObserver(BaseObserver):
                 ALERTS.labels(str(record.get("label"))).inc()
 
     def on_model_batch(self, batch: ModelBatch) -> None:
-        BATCH_SIZE.labels(batch.model).observe(batch.size)
-        MODEL_TIME.labels(batch.model).observe(batch.model_s)
+        if batch.parts:  # one sub-batch per encoder (routed by language): each under its own name
+            for model, (n, seconds) in batch.parts.items():
+                BATCH_SIZE.labels(model).observe(n)
+                MODEL_TIME.labels(model).observe(seconds)
+        else:
+            BATCH_SIZE.labels(batch.model).observe(batch.size)
+            MODEL_TIME.labels(batch.model).observe(batch.model_s)
         observe_many(QUEUE_WAIT, batch.queue_waits_s)
         if batch.deadline_misses:
             DEADLINE_MISSES.labels(batch.late_policy).inc(batch.deadline_misses)

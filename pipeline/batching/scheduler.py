@@ -331,7 +331,8 @@ class BatchScheduler:
             total_ms=total_ms,
         )
         outs = [Outgoing(topic, key, record) for key, record in zip(keys, records, strict=True)]
-        stats = ModelBatch(model_name, len(items), model_s, waits, misses, self.policy)
+        parts = results.parts if isinstance(results, RoutedResults) else {}
+        stats = ModelBatch(model_name, len(items), model_s, waits, misses, self.policy, parts)
         for o in self.observers:
             o.on_model_batch(stats)
         labels = [r.label for r in results]
@@ -350,7 +351,7 @@ class BatchScheduler:
             late=misses,
             degraded=degraded,
             held=self._held,
-            encoders={k: n for k, (n, _) in results.parts.items()} if isinstance(results, RoutedResults) else None,
+            encoders={k: n for k, (n, _) in parts.items()} or None,
         )
 
     def observe_service(self, results: Sequence[Classification], seconds: float) -> None:

@@ -39,6 +39,8 @@ class ModelBatch:
     queue_waits_s: Sequence[float]  # each event: arrival at the worker → start of its batch
     deadline_misses: int
     late_policy: str
+    # Routed by language (pipeline/model/router.py): encoder name → (events, seconds) of its sub-batch.
+    parts: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
 
 class Observer(Protocol):
