@@ -500,6 +500,51 @@ def identity(
     finish_run(outcome, results, out_dir / f"identity-{stamp}.json", "systems and broker")
 
 
+# ---- languages -------------------------------------------------------------------------------------------------
+@app.command()
+def languages(
+    engine: Engine = "tansu",
+    out: Annotated[
+        Path | None, typer.Option(help="JSON results (default: bench-results/languages-<timestamp>.json).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Events with attrs.lang and attrs.expected_label (JSONL)."),
+    ] = None,
+    run_root: Annotated[Path, typer.Option(help="Broker state, worker log and data.")] = Path(".run/bench-languages"),
+) -> None:
+    """Per-language accuracy through the pipeline: every event to model.encoder (before) vs routed by language
+    to model.multilingual (after), and each encoder's texts/s. Data: the shipped multilingual test set."""
+    from bench.languages import run_languages
+    from pipeline.samples import MULTILINGUAL_EVENTS, sample
+
+    _engine_or_exit(engine)
+    settings = settings_or_exit()
+    docs = load_docs(data or Path(str(sample(MULTILINGUAL_EVENTS))))
+    stamp = _stamp()
+    out = out or Path("bench-results") / f"languages-{stamp}.json"
+    r: dict[str, Any] = {"bench": "languages", "started_at": _started(), "machine": _machine(engine)}
+    logs.configure("console", "warning")
+    with guarded(lambda: None, "the worker and the broker") as outcome:  # each configuration stops its own
+        r.update(run_languages(settings, engine, run_root / f"languages-{stamp}", docs, _note))
+    if not outcome.error:
+        table = Table("language", "events", "before", "after", "lang ID", "after: encoders", title="accuracy")
+        for lang, after in r["after"].items():
+            before = r["before"][lang]
+            models = ", ".join(f"{k} {v}" for k, v in after["models"].items())
+            table.add_row(
+                lang,
+                str(after["events"]),
+                f"{before['accuracy']:.2f}",
+                f"{after['accuracy']:.2f}",
+                f"{after['lang_id_accuracy']:.2f}",
+                models,
+            )
+        _wide().print(table)
+        console.print("texts/s: " + ", ".join(f"{k} {v:.0f}" for k, v in r["texts_per_s"].items()))
+    finish_run(outcome, r, out, "worker and broker")
+
+
 # ---- summarize -------------------------------------------------------------------------------------------------
 @app.command()
 def summarize(

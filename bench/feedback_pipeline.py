@@ -122,6 +122,9 @@ class PipelineRun:
             "SLMSTREAM_BATCHING__LATE_POLICY": "process",
             "SLMSTREAM_BATCHING__BUDGET_MS": "60000",  # a busy machine: no test event deferred or degraded
             "SLMSTREAM_LEARNING__ENABLED": "true",
+            # One encoder: a head is trained for the default encoder's embeddings; events routed by language to
+            # the multilingual one stay zero-shot (README "Teaching the classifier"), which is not the curve.
+            "SLMSTREAM_MODEL__MULTILINGUAL": "",
             "SLMSTREAM_LEARNING__RETRAIN_QUIET_S": "0.5",
             "SLMSTREAM_LEARNING__RETRAIN_MAX_DELAY_S": "5",
             "SLMSTREAM_LEARNING__MAX_EXAMPLES": str(max(examples, 1)),

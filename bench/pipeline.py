@@ -58,6 +58,7 @@ class Harness:
     status: BrokerStatus | None = None
     worker: WorkerProcess | None = None
     topics: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # more worker settings (SLMSTREAM_* env vars)
 
     def start(self, ready_timeout: float = 120.0) -> None:
         t = self.settings.topics
@@ -75,6 +76,7 @@ class Harness:
             "SLMSTREAM_BATCHING__LATE_POLICY": "process",
             "SLMSTREAM_BATCHING__MAX_BATCH": str(self.batch_size),
             "SLMSTREAM_BATCHING__QUEUE_LIMIT": str(max(b.queue_limit, self.batch_size)),
+            **self.extra_env,
         }
         self.worker = WorkerProcess(env, self.run_dir / "worker.log", self.run_dir / "worker-data", free_port())
         self.worker.start()

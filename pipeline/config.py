@@ -129,6 +129,11 @@ class ModelSettings(_Section):
     server_socket: Path | None = None
     # How long a call waits for the model server (at start, across a server restart) before it fails.
     server_wait_s: float = Field(30.0, gt=0, le=3600)
+    # Languages (README "Languages"): each event's language is identified (fastText lid.176) and recorded;
+    # events in a language `encoder` was not trained on go to this multilingual encoder, when it is built
+    # ("": off, every event to `encoder`). Not with server_socket (the model server serves one encoder).
+    multilingual: str = "use-m-v3-int8"
+    language_id: bool = True
 
     @field_validator("server_socket", mode="before")
     @classmethod
@@ -167,6 +172,11 @@ class SummariesSettings(_Section):
     budget_s: float = Field(10.0, gt=0, le=3600, description="a summary is due this long after its window closes")
     max_new_tokens: int = Field(40, ge=4, le=512)
     prompt_events: int = Field(10, ge=1, le=100, description="messages per generator prompt")
+    generator_languages: list[str] | None = Field(
+        None,
+        description="languages the generator writes (lid.176 codes); a window in another is summarized "
+        "extractively. Default: the catalog's (smollm2-135m-int8: en); any for an imported decoder",
+    )
     generator: str = Field(
         "smollm2-135m-int8",
         min_length=1,

@@ -25,6 +25,12 @@ EVENTS_IN = Counter("slmstream_events_in", "Messages read from an input topic", 
 EVENTS_OUT = Counter(
     "slmstream_events_out", "Records written, by outcome (enriched, dlq, deferred)", ["outcome"], registry=REGISTRY
 )
+CLASSIFIED = Counter(
+    "slmstream_classified",
+    "Events classified and stored, by language (lid.176 code, `und` when unsure) and label",
+    ["lang", "label"],
+    registry=REGISTRY,
+)
 DLQ = Counter("slmstream_dlq", "Messages sent to the DLQ, by reason", ["reason"], registry=REGISTRY)
 DEADLINE_MISSES = Counter(
     "slmstream_deadline_misses", "Events whose result missed event time + budget", ["policy"], registry=REGISTRY
@@ -152,6 +158,9 @@ class MetricsObserver(BaseObserver):
             EVENTS_OUT.labels(batch.outcome).inc(batch.size)
         if batch.outcome == "enriched":
             observe_many(END_TO_END, batch.latencies_s)
+            if batch.langs:  # counted per batch: one inc per (language, label) present
+                for (lang, label), n in Tally(zip(batch.langs, batch.labels, strict=True)).items():
+                    CLASSIFIED.labels(lang, label).inc(n)
         elif batch.outcome == "dlq":
             for reason, n in Tally(batch.reasons).items():
                 DLQ.labels(reason).inc(n)
@@ -165,8 +174,13 @@ class MetricsObserver(BaseObserver):
                 ALERTS.labels(str(record.get("label"))).inc()
 
     def on_model_batch(self, batch: ModelBatch) -> None:
-        BATCH_SIZE.labels(batch.model).observe(batch.size)
-        MODEL_TIME.labels(batch.model).observe(batch.model_s)
+        if batch.parts:  # one sub-batch per encoder (routed by language): each under its own name
+            for model, (n, seconds) in batch.parts.items():
+                BATCH_SIZE.labels(model).observe(n)
+                MODEL_TIME.labels(model).observe(seconds)
+        else:
+            BATCH_SIZE.labels(batch.model).observe(batch.size)
+            MODEL_TIME.labels(batch.model).observe(batch.model_s)
         observe_many(QUEUE_WAIT, batch.queue_waits_s)
         if batch.deadline_misses:
             DEADLINE_MISSES.labels(batch.late_policy).inc(batch.deadline_misses)

@@ -41,11 +41,13 @@ from pipeline.facts.reader import FactsReader
 from pipeline.faust_app import SlmApp, WorkerTopics
 from pipeline.kafka_transport import committed_offsets
 from pipeline.model.base import ModelError
-from pipeline.model.catalog import read_manifest
+from pipeline.model.catalog import CATALOG, read_manifest
 from pipeline.model.classifier import LabelClassifier
 from pipeline.model.faults import with_injected_faults
 from pipeline.model.identity import IDENTITY
+from pipeline.model.language import FastTextLanguageId
 from pipeline.model.loading import open_encoder
+from pipeline.model.router import Route, RoutedClassifier
 from pipeline.model.worker import ModelWorker
 from pipeline.output.observers import Observer
 from pipeline.output.sink import FaustSink, ProducerSink
@@ -57,6 +59,7 @@ log = structlog.get_logger(__name__)
 
 DRAIN_TIMEOUT_S = 60.0  # a stop that cannot reach the broker gives up: what is not acked is read again later
 WARMUP_TEXT = "warm-up text for the model, about as long as a short customer message"
+WARMUP_OTHER_LANGUAGE = "Aufwärmtext für das Modell, etwa so lang wie eine kurze Kundennachricht"
 
 
 def load_classifier(settings: Settings, name: str) -> LabelClassifier:
@@ -64,6 +67,61 @@ def load_classifier(settings: Settings, name: str) -> LabelClassifier:
     encoder = with_injected_faults(open_encoder(settings.model, name))
     c = settings.classifier
     return LabelClassifier(encoder, settings.labels, min_confidence=c.min_confidence, temperature=c.temperature)
+
+
+def encoder_languages(name: str) -> frozenset[str]:
+    """The languages the catalog says encoder `name` was trained on (none known: an imported or identity one)."""
+    spec = CATALOG.get(name)
+    return frozenset(spec.languages) if spec is not None else frozenset()
+
+
+def route_by_language(primary: LabelClassifier, multilingual: LabelClassifier | None) -> RoutedClassifier:
+    """`primary` first (its languages: English for MiniLM), then the multilingual encoder, which also reads
+    what neither reads (or what is undetermined); without it, `primary` reads everything."""
+    routes = [Route(primary, encoder_languages(primary.info.name))]
+    if multilingual is not None:
+        routes.append(Route(multilingual, encoder_languages(multilingual.info.name)))
+    return RoutedClassifier(FastTextLanguageId(), routes)
+
+
+def load_routed(settings: Settings, name: str, *, multilingual: bool) -> LabelClassifier | RoutedClassifier:
+    """The classifier for encoder `name`, behind language ID and routing when `model.language_id` is on (not
+    for the identity model, which reads nothing): with `multilingual`, non-English events go to
+    `model.multilingual` if it is built; if not, a log line says so and everything goes to `name`."""
+    primary = load_classifier(settings, name)
+    m = settings.model
+    if not m.language_id or name == IDENTITY:
+        return primary
+    other: LabelClassifier | None = None
+    if multilingual and m.multilingual and m.multilingual != name:
+        try:
+            read_manifest(m.cache_dir, m.multilingual)
+        except ModelError as exc:
+            log.warning(
+                "multilingual_encoder_missing",
+                model=m.multilingual,
+                reason=str(exc),
+                effect=f"every language goes to {name}; build it with `slmstream models build {m.multilingual}`",
+            )
+        else:
+            other = load_classifier(settings, m.multilingual)
+    router = route_by_language(primary, other)
+    log.info(
+        "language_routes",
+        routes={r.classifier.info.name: sorted(r.languages) for r in router.routes},
+        other=router.routes[router.other].classifier.info.name,
+    )
+    return router
+
+
+def generator_languages(settings: Settings) -> frozenset[str] | None:
+    """What the summaries' generator writes: `summaries.generator_languages`, else the catalog's languages
+    for a catalog generator, else None (any: an imported Qwen2 or Gemma decoder reads many)."""
+    s = settings.summaries
+    if s.generator_languages is not None:
+        return frozenset(s.generator_languages)
+    spec = CATALOG.get(s.generator)
+    return frozenset(spec.languages) if spec is not None and spec.languages else None
 
 
 def preflight(settings: Settings) -> None:
@@ -102,7 +160,13 @@ async def start_analytics(
         )
         on_close(generator.aclose)
     analytics = WindowAnalytics(
-        settings, sink, ClassifierEmbedder(encoder, settings.model.sub_batch), generator, observers=observers
+        settings,
+        sink,
+        ClassifierEmbedder(encoder, settings.model.sub_batch),
+        generator,
+        observers=observers,
+        language_id=FastTextLanguageId() if settings.model.language_id and generator is not None else None,
+        generator_languages=generator_languages(settings),
     )
     if generator is not None:  # a first real call: onnxruntime's first run is slow, and the planner learns
         _, stats = await generator.generate([WARMUP_TEXT], 8)
@@ -230,13 +294,19 @@ class Runtime(mode.Service):
             from pipeline.model.remote import RemoteEncoder, connect_workers
 
             primary, fallback = await connect_workers(settings)
+            if settings.model.language_id:
+                log.warning("languages_not_routed", reason="model.server_socket: the model server serves one encoder")
             encoder = primary.classifier.model
             assert isinstance(encoder, RemoteEncoder)
             self._closers.append(encoder.client.close)  # one connection serves both
         else:
-            primary = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.encoder))
-            if settings.batching.late_policy == "degrade":
-                fallback = ModelWorker(await asyncio.to_thread(load_classifier, settings, settings.model.fallback))
+            primary = ModelWorker(
+                await asyncio.to_thread(load_routed, settings, settings.model.encoder, multilingual=True)
+            )
+            if settings.batching.late_policy == "degrade":  # the fast fallback: language ID, no second encoder
+                fallback = ModelWorker(
+                    await asyncio.to_thread(load_routed, settings, settings.model.fallback, multilingual=False)
+                )
         self._closers.extend(w.aclose for w in (primary, fallback) if w is not None)
         return primary, fallback
 
@@ -248,10 +318,14 @@ class Runtime(mode.Service):
     async def _warm_up(self, scheduler: BatchScheduler, worker: ModelWorker) -> None:
         """A few real batches: onnxruntime's first runs are slow, and the service-time model needs data."""
         sizes = sorted({1, max(1, scheduler.main.max_batch // 2), scheduler.main.max_batch})
+        routed = isinstance(worker.classifier, RoutedClassifier) and len(worker.classifier.routes) > 1
         for _ in range(2):
             for n in sizes:
-                _, seconds = await worker.classify([WARMUP_TEXT] * n)
-                scheduler.service_time.observe(n, seconds)
+                texts = [WARMUP_TEXT] * n
+                if routed:  # every encoder runs (and is measured): every other text in another language
+                    texts[1::2] = [WARMUP_OTHER_LANGUAGE] * (n // 2)
+                results, seconds = await worker.classify(texts)
+                scheduler.observe_service(results, seconds)
 
     # ---- the merger's state, from Kafka ----------------------------------------------------------------------
     def partials_assigned(self, partitions: Sequence[int]) -> None:

@@ -82,6 +82,16 @@ class FeedbackRecord(TypedDict, total=False):
     ts: int | str
 
 
+LANG_UNDETERMINED = "und"  # analysis.lang when language ID is unsure (ISO 639-2 "undetermined")
+
+
+class LanguageAnalysis(TypedDict):
+    """The language fields of an enriched record's `analysis` (present when model.language_id is on)."""
+
+    lang: str  # fastText lid.176 code: ISO 639-1 where there is one ("en", "zh"), else 3 letters; "und": unsure
+    lang_supported: bool  # the encoder that classified it was trained on `lang`
+
+
 class WindowBounds(TypedDict):
     """A window of the summary, alert and stats records: RFC 3339 and epoch milliseconds, [start, end)."""
 
@@ -93,13 +103,15 @@ class WindowBounds(TypedDict):
     closed_by: str  # time | max_events | size | capacity | shutdown
 
 
-class _Reason(TypedDict, total=False):
-    """Optional keys (a class of their own: `NotRequired` is not seen under postponed annotations in 3.11)."""
+class TextLanguage(TypedDict, total=False):
+    """Optional fields of summary and alert records (a base of its own: `from __future__ import annotations`
+    hides NotRequired from TypedDict)."""
 
-    reason: str  # why extractive, when not for the window's size (e.g. "ungrounded: Premium, 99")
+    lang: str  # the language of the texts, when language ID ran
+    reason: str  # why extractive although a generator is configured ("generator does not read de", "ungrounded: 99")
 
 
-class SummaryRecord(_Reason):
+class SummaryRecord(TextLanguage):
     key: str
     window: WindowBounds
     count: int
@@ -121,7 +133,7 @@ class Baseline(TypedDict):
     windows: int
 
 
-class AlertRecord(_Reason):
+class AlertRecord(TextLanguage):
     label: str
     window: WindowBounds
     count: int

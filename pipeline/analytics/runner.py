@@ -65,11 +65,13 @@ from pipeline.analytics.summarizer import (
     prompt_texts,
     several_labels,
     summary_prompt,
+    unread_language,
 )
 from pipeline.analytics.windows import TumblingWindows, Window, WindowEvent, key_of
 from pipeline.config import Settings
 from pipeline.facts.prompt import facts_lines
 from pipeline.model.base import Embedder, TextGenerator
+from pipeline.model.language import LanguageId
 from pipeline.output.observers import Delivered, Observer, Outcome
 from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep, run_ack
 from pipeline.output.sink import Sink
@@ -191,11 +193,15 @@ class WindowAnalytics:
         observers: Sequence[Observer] = (),
         clock: Callable[[], float] = time.time,
         sleep: Sleep = asyncio.sleep,
+        language_id: LanguageId | None = None,
+        generator_languages: frozenset[str] | None = None,
     ) -> None:
         s, a = settings.summaries, settings.alerts
         if not (s.enabled or a.enabled):
             raise ValueError("neither summaries nor alerts are enabled")
         self.settings, self.embedder, self.generator = settings, embedder, generator
+        # A window whose texts are in a language the generator does not read is summarized extractively.
+        self.language_id, self.generator_languages = language_id, generator_languages
         self.observers, self.clock, self.sleep = tuple(observers), clock, sleep
         self.outbox = Outbox(sink, on_failure=lambda _: self._wake.set(), sleep=sleep)
         self.s, self.topics = s, settings.topics
@@ -454,16 +460,25 @@ class WindowAnalytics:
         """Prompts and their token counts (off the event loop: tokenizing many windows takes a while)."""
         jobs = []
         for w in windows:
-            prompt, tokens = "", 0
+            prompt, tokens, lang = "", 0, ""
             reason = several_labels([e.label for e in w.events])  # then per label, extractive
             if self.generator is not None and len(w.events) >= self.s.min_events_abstractive and not reason:
                 texts = prompt_texts([e.text for e in w.events], self.s.prompt_events, sample_evenly)
-                prompt = summary_prompt(texts, facts=self._facts_lines(w), noun=self.settings.facts.entity_noun)
-                tokens = self._count_tokens(prompt)
+                lang, reason = self._language(texts)
+                if not reason:
+                    prompt = summary_prompt(texts, facts=self._facts_lines(w), noun=self.settings.facts.entity_noun)
+                    tokens = self._count_tokens(prompt)
             closed_at = w.closed_at if w.closed_at is not None else self.clock()
             deadline = closed_at + self.s.budget_s
-            jobs.append(Job(prompt, tokens, len(w.events), deadline, SummaryTask(w), reason=reason))
+            jobs.append(Job(prompt, tokens, len(w.events), deadline, SummaryTask(w), lang=lang, reason=reason))
         return jobs
+
+    def _language(self, texts: list[str]) -> tuple[str, str]:
+        """(the texts' language, why the generator must not write about them: "" if it may); called off the
+        event loop with the jobs (language ID of a prompt's few texts: tens of microseconds each)."""
+        if self.language_id is None or not texts:
+            return "", ""
+        return unread_language(self.language_id.detect(texts), self.generator_languages)
 
     def _facts_lines(self, window: Window) -> list[str]:
         """The facts of the window's entities for its prompt, bounded (pipeline/facts/prompt.py)."""
@@ -638,10 +653,12 @@ class WindowAnalytics:
                     reason=reason,
                 )
             )
+            _with_language(record, job)
             acks = [a for e in w.events for a in e.acks()]
             await self._deliver("summary", self.topics.summaries, w.key.encode(), record, acks, closed_at=closed_at)
         else:
             alert = dict(alert_record(task.spike, task.window, text, method=method, model=model, reason=reason))
+            _with_language(alert, job)
             done = [task.done.one] if task.done is not None else []
             await self._deliver("alert", self.topics.alerts, task.spike.label.encode(), alert, done)
 
@@ -713,16 +730,18 @@ class WindowAnalytics:
         for spike in spikes:
             texts = texts_by_label.get(spike.label, [])
             facts = (facts_by_label or {}).get(spike.label, [])
-            prompt, tokens = "", 0
+            prompt, tokens, lang, reason = "", 0, "", ""
             if self.generator is not None:
-                lines = facts_lines(facts, f.prompt_entities, f.prompt_fact_chars, f.entity_noun)
-                shown = prompt_texts(texts, self.s.prompt_events, sample_evenly)
-                prompt = alert_prompt(spike.label, shown, lines, f.entity_noun)
-                tokens = self._count_tokens(prompt)
+                picked = prompt_texts(texts, self.s.prompt_events, sample_evenly)
+                lang, reason = self._language(picked)
+                if not reason:
+                    lines = facts_lines(facts, f.prompt_entities, f.prompt_fact_chars, f.entity_noun)
+                    prompt = alert_prompt(spike.label, picked, lines, f.entity_noun)
+                    tokens = self._count_tokens(prompt)
             # An explanation is one sentence whatever the window size: min_events does not apply.
             events = max(spike.count, self.s.min_events_abstractive)
             task = AlertTask(spike, window, texts, done, facts)
-            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, task))
+            jobs.append(Job(prompt, tokens, events, closed_at + self.s.budget_s, task, lang=lang, reason=reason))
         return jobs
 
     # ---- delivery -----------------------------------------------------------------------------------------
@@ -752,3 +771,10 @@ class WindowAnalytics:
                 o.on_delivered(batch)
 
         await self.outbox.deliver([out], then_ack, then=delivered)
+
+
+def _with_language(record: dict[str, Any], job: Job) -> None:
+    """The texts' language, when known (why the generator did not write the record is `reason`, set by the
+    caller: the job's own reason or the grounding check's)."""
+    if job.lang:
+        record["lang"] = job.lang

@@ -4,7 +4,8 @@ A window (or an alert's explanation) is a `Job` with a deadline: its close time 
 it to the generator only when it has at least `min_events_abstractive` events and the learnt generation time
 says the batch it joins finishes before the deadline of every job in that batch, counting the work the
 generator already has; everything else gets an extractive summary. Jobs are taken earliest deadline first and
-packed into batches of up to `max_batch` prompts (the generator decodes a batch in step).
+packed into batches of up to `max_batch` prompts (the generator decodes a batch in step). A job whose texts are
+in a language the generator does not read (`unread_language`) is extractive too, and its record says why.
 
 A window whose events spread over several labels (`dominant_labels`: two or more labels with at least a fifth
 of its events each) is summarized per label, extractively: the most central texts of each label, named
@@ -22,6 +23,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from schemas.types import LANG_UNDETERMINED
 
 PROMPT_QUESTION = "What is the common problem? Answer in one sentence."
 PROMPT_MAX_CHARS = 200  # per message in a prompt
@@ -70,7 +73,8 @@ class Job:
     events: int
     deadline: float  # wall-clock seconds: close + budget
     payload: Any = None  # what the runner needs back (the window, the alert)
-    reason: str = ""  # set: extractive whatever the budget (`several_labels`)
+    lang: str = ""  # the language of its texts (the most common among the prompt's), "" when not identified
+    reason: str = ""  # set: extractive whatever the budget, and the record says why
 
 
 @dataclass(slots=True)
@@ -131,6 +135,18 @@ class SummaryPlanner:
 
     def _fits(self, batch: list[Job], start: float) -> bool:
         return start + self.batch_time(batch) <= min(j.deadline for j in batch)
+
+
+def unread_language(langs: Sequence[str], reads: frozenset[str] | None) -> tuple[str, str]:
+    """(the texts' language: the most common of `langs`, "" if none; why the generator must not write about
+    them, "" if it may). `reads`: the generator's languages, None for any. An undetermined language (`und`)
+    is left to the generator."""
+    if not langs:
+        return "", ""
+    lang = Counter(langs).most_common(1)[0][0]
+    if reads is None or lang in reads or lang == LANG_UNDETERMINED:
+        return lang, ""
+    return lang, f"generator does not read {lang}"
 
 
 def summary_prompt(

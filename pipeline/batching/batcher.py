@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from pipeline.batching.service_time import ServiceTime
+from pipeline.batching.service_time import ServiceEstimate
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ class Batch(Generic[T]):
 
 
 class DeadlineBatcher(Generic[T]):
-    def __init__(self, max_batch: int, max_wait_s: float, service_time: ServiceTime, margin_s: float = 0.0) -> None:
+    def __init__(self, max_batch: int, max_wait_s: float, service_time: ServiceEstimate, margin_s: float = 0.0) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.max_batch = max_batch

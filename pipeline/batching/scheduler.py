@@ -12,6 +12,12 @@ Two lanes: `main` (events from `events`, with deadlines) and `deferred` (events 
 no deadline). A deferred batch runs only when it fits in the model's idle time before the next main batch
 is due, so deferred work never delays on-time work.
 
+Languages: with a RoutedClassifier (pipeline/model/router.py) a batch is split on the model thread into one
+sub-batch per encoder (by each event's language), run one after the other; the results come back in the
+batch's order and are delivered and acked as one batch, so per-partition order and the commit order below are
+the same as with one encoder. The deadline batcher estimates a batch from each encoder's own service time and
+its recent share of the events (`RoutedServiceTime`).
+
 Memory is bounded: `submit` waits while `queue_limit` events are held (waiting or in flight), and the reader
 fetches at most `room()` records, so it stops pulling from Kafka — back-pressure instead of an unbounded queue.
 The deferred lane holds at most `4 x max_batch` (`deferred_room()`). An event stops being held once every
@@ -39,9 +45,10 @@ from typing import Any, Literal
 import structlog
 
 from pipeline.batching.batcher import DeadlineBatcher, Pending
-from pipeline.batching.service_time import ServiceTime
+from pipeline.batching.service_time import RoutedServiceTime
 from pipeline.config import Settings
 from pipeline.facts.join import FactsJoin
+from pipeline.model.router import RoutedResults
 from pipeline.model.worker import ModelWorker
 from pipeline.output.observers import Delivered, ModelBatch, Observer, Outcome
 from pipeline.output.outbox import AckFn, Outbox, Outgoing, Sleep
@@ -103,7 +110,7 @@ class BatchScheduler:
         self.facts = facts  # the reference facts join (pipeline/facts), when facts.enabled
         self.clock = clock
         self.outbox = Outbox(sink, on_failure=lambda _: self._wake.set(), sleep=sleep)
-        self.service_time = ServiceTime()
+        self.service_time = RoutedServiceTime()
         self.main: DeadlineBatcher[Work] = DeadlineBatcher(
             b.max_batch, b.max_wait_ms / 1000.0, self.service_time, b.delivery_margin_ms / 1000.0
         )
@@ -295,7 +302,7 @@ class BatchScheduler:
             return
 
         if not degraded and lane == "main":
-            self.service_time.observe(len(items), model_s)
+            self.observe_service(results, model_s)
         done = self.clock()
         topic = self.settings.topics.enriched
         # One pass over the batch for what each record needs; the records are then built in one call.
@@ -328,13 +335,15 @@ class BatchScheduler:
             facts=self.facts.facts_of(events) if self.facts is not None else None,
         )
         outs = [Outgoing(topic, key, record) for key, record in zip(keys, records, strict=True)]
-        stats = ModelBatch(model_name, len(items), model_s, waits, misses, self.policy)
+        parts = results.parts if isinstance(results, RoutedResults) else {}
+        stats = ModelBatch(model_name, len(items), model_s, waits, misses, self.policy, parts)
         for o in self.observers:
             o.on_model_batch(stats)
         labels = [r.label for r in results]
+        langs = [r.lang or "" for r in results] if results and results[0].lang is not None else ()
         acks, positions = _acks_and_positions(items)
         await self.outbox.send_batch(
-            outs, acks, then=self._delivered("enriched", events, labels=labels, positions=positions)
+            outs, acks, then=self._delivered("enriched", events, labels=labels, langs=langs, positions=positions)
         )
         log.info(
             "batch",
@@ -346,7 +355,15 @@ class BatchScheduler:
             late=misses,
             degraded=degraded,
             held=self._held,
+            encoders={k: n for k, (n, _) in parts.items()} or None,
         )
+
+    def observe_service(self, results: Sequence[Classification], seconds: float) -> None:
+        """Teach the deadline batcher how long a batch took: per encoder when the router split it."""
+        if isinstance(results, RoutedResults):
+            self.service_time.observe_parts(results.parts)
+        else:
+            self.service_time.observe(len(results), seconds)
 
     async def _defer(self, late: list[Pending[Work]]) -> None:
         outs = []
@@ -381,6 +398,7 @@ class BatchScheduler:
         events: Sequence[Event | None],
         *,
         labels: Sequence[str] = (),
+        langs: Sequence[str] = (),
         reasons: Sequence[str] = (),
         positions: Sequence[Position] = (),
     ) -> Callable[[], None]:
@@ -402,7 +420,14 @@ class BatchScheduler:
                 latencies = [max(now - e.ts_ms / 1000.0, 0.0) for e in events if e is not None]
                 enriched = events  # type: ignore[assignment]  # an enriched batch has no None
             batch = Delivered(
-                outcome, len(events), now, labels=labels, latencies_s=latencies, reasons=reasons, events=enriched
+                outcome,
+                len(events),
+                now,
+                labels=labels,
+                langs=langs,
+                latencies_s=latencies,
+                reasons=reasons,
+                events=enriched,
             )
             for o in self.observers:
                 o.on_delivered(batch)

@@ -86,7 +86,7 @@ class Trainer:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.worker = worker
-        self.classifier = worker.classifier
+        self.classifier = worker.learnable
         self.taught = taught
         self.settings = settings
         self.train, self.load, self.publish_head = train, load, publish_head

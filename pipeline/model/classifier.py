@@ -113,11 +113,18 @@ class LabelClassifier:
             probs = t.head.scores(embeddings, probs)
         return probs
 
-    def classify(self, texts: Sequence[str]) -> list[Classification]:
+    def classify(
+        self, texts: Sequence[str], langs: Sequence[str] | None = None, supported: Sequence[bool] | None = None
+    ) -> list[Classification]:
         """A label, its score and every label's score per text; the scores also rounded as the enriched record
-        carries them. The batch goes through numpy at once: per text only a few dicts are built."""
+        carries them. The batch goes through numpy at once: per text only a few dicts are built.
+
+        `langs` / `supported` (from the router, pipeline/model/router.py): each text's language and whether this
+        encoder reads it, carried into its Classification with this encoder's identity."""
         taxonomy = self.taxonomy  # once: the whole batch is labeled by one taxonomy
         probs = self.score(self.model.encode(texts), taxonomy)
+        if langs is not None:
+            return self._with_langs(probs, taxonomy, langs, supported or [True] * len(langs))
         names, floor, version = taxonomy.names, self.min_confidence, taxonomy.version
         best = probs.argmax(axis=1).tolist()
         rows = probs.tolist()  # Python floats, as float() of each element
@@ -130,5 +137,21 @@ class LabelClassifier:
                 Classification(
                     label, score, dict(zip(names, row, strict=True)), dict(zip(names, r, strict=True)), version
                 )
+            )
+        return out
+
+    def _with_langs(
+        self, probs: np.ndarray, taxonomy: Taxonomy, langs: Sequence[str], supported: Sequence[bool]
+    ) -> list[Classification]:
+        names, floor, info, version = taxonomy.names, self.min_confidence, self.info, taxonomy.version
+        best = probs.argmax(axis=1).tolist()
+        rounded = round_rows(probs)
+        out = []
+        for row, b, r, lang, ok in zip(probs.tolist(), best, rounded, langs, supported, strict=True):
+            score = row[b]
+            label = names[b] if score >= floor else UNKNOWN
+            scores, rounded_scores = dict(zip(names, row, strict=True)), dict(zip(names, r, strict=True))
+            out.append(
+                Classification(label, score, scores, rounded_scores, version, lang=lang, lang_supported=ok, model=info)
             )
         return out

@@ -12,6 +12,12 @@ def open_encoder(m: ModelSettings, name: str) -> Encoder:
     """The encoder `name` from the cache (or the identity model, which has no files); ModelError if missing."""
     if name == IDENTITY:  # no inference: measures the pipeline itself (pipeline/model/identity.py)
         return IdentityEncoder()
+    from pipeline.model.catalog import model_dir, read_manifest
+
+    if read_manifest(m.cache_dir, name).get("input") == "text":  # tokenized inside its graph: the multilingual one
+        from pipeline.model.onnx_text_encoder import OnnxTextEncoder
+
+        return OnnxTextEncoder(model_dir(m.cache_dir, name), threads=m.threads)
     from pipeline.model.onnx_encoder import load_encoder  # onnxruntime: imported only when a real model is asked for
 
     return load_encoder(

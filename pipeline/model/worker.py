@@ -1,6 +1,7 @@
 """What the loops await: a model's calls on its own model thread (thread.py).
 
-    ModelWorker      a LabelClassifier (over any Encoder: in process or the model server) on its thread:
+    ModelWorker      a LabelClassifier (over any Encoder: in process or the model server), or a RoutedClassifier
+                     (language ID, then one per language: router.py), on its thread:
                      `classify(texts) -> (results, seconds on the thread)` for the batch scheduler
     GeneratorWorker  a Generator loaded and run on its own lower-priority thread: a TextGenerator for the
                      analytics runner
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 from pipeline.model.base import GenerationStats, Generator
 from pipeline.model.classifier import LabelClassifier
+from pipeline.model.router import RoutedClassifier
 from pipeline.model.thread import ModelThread
 from pipeline.output.records import Classification
 
@@ -22,9 +24,16 @@ R = TypeVar("R")
 
 
 class ModelWorker:
-    def __init__(self, classifier: LabelClassifier, name: str = "model") -> None:
+    def __init__(self, classifier: LabelClassifier | RoutedClassifier, name: str = "model") -> None:
         self.classifier = classifier
         self.thread = ModelThread(name)
+
+    @property
+    def learnable(self) -> LabelClassifier:
+        """The classifier a learned head is trained for and swapped into: with routing by language, the default
+        encoder's (a head is tied to one encoder's embeddings; the other routes stay zero-shot)."""
+        c = self.classifier
+        return c.primary if isinstance(c, RoutedClassifier) else c
 
     async def run(self, fn: Callable[[], R]) -> tuple[R, float]:
         """Run `fn` on the model thread; return its result and the seconds it took there."""

@@ -25,6 +25,7 @@ class Delivered:
     size: int
     now: float  # the loop's clock (epoch seconds) when the inputs were acked
     labels: Sequence[str] = ()  # enriched: each record's label
+    langs: Sequence[str] = ()  # enriched: each record's language, when language ID ran
     latencies_s: Sequence[float] = ()  # enriched: event time → acked; summary: window close → acked
     reasons: Sequence[str] = ()  # dlq: each record's error type
     records: Sequence[Mapping[str, Any]] = field(default_factory=tuple)  # summary/alert/stats: as sent
@@ -41,6 +42,8 @@ class ModelBatch:
     queue_waits_s: Sequence[float]  # each event: arrival at the worker → start of its batch
     deadline_misses: int
     late_policy: str
+    # Routed by language (pipeline/model/router.py): encoder name → (events, seconds) of its sub-batch.
+    parts: Mapping[str, tuple[int, float]] = field(default_factory=dict)
 
 
 class Observer(Protocol):

@@ -28,6 +28,13 @@ class Classification:
     # batch at once (`round_rows`); None: enriched_record rounds them itself.
     rounded: dict[str, float] | None = field(default=None, compare=False, repr=False)
     head: str | None = None  # the version of the learned head that labeled it (None: zero-shot)
+    # The text's language (pipeline/model/language.py) and whether the encoder that read it was trained on it;
+    # None: no language ID ran (the record then carries neither).
+    lang: str | None = field(default=None, compare=False)
+    lang_supported: bool = field(default=True, compare=False)
+    # The encoder that classified it, when the batch was split among encoders by language (router.py);
+    # None: the batch's model.
+    model: ModelInfo | None = field(default=None, compare=False, repr=False)
 
 
 SCORE_DIGITS = 4
@@ -81,7 +88,7 @@ def enriched_record(
         "label": result.label,
         "score": round(result.score, SCORE_DIGITS),
         "scores": rounded if (rounded := result.rounded) is not None else _round_scores(result.scores),
-        "model": {"name": model.name, "hash": model.hash},
+        "model": {"name": (m := result.model or model).name, "hash": m.hash},
         "taxonomy_version": taxonomy_version,
         "head": result.head,
         "deadline_met": deadline_met,
@@ -91,6 +98,9 @@ def enriched_record(
     }
     if facts is not None:
         doc["facts"] = facts
+    if result.lang is not None:
+        doc["analysis"]["lang"] = result.lang
+        doc["analysis"]["lang_supported"] = result.lang_supported
     return orjson.dumps(doc)
 
 
@@ -110,6 +120,7 @@ def enriched_records(
     """`enriched_record` for a model batch, the same bytes for each: what is the same for every record of the
     batch (the model, its time) is built once. `facts`: each event's joined facts (pipeline/facts/join.py)."""
     model_doc = {"name": model.name, "hash": model.hash}
+    model_docs: dict[ModelInfo, dict[str, str]] = {model: model_doc}  # per encoder, when routed by language
     model_rounded = round(model_ms, 2)
     dumps = orjson.dumps
     out: list[bytes] = []
@@ -118,11 +129,16 @@ def enriched_records(
         doc["id"] = event.id
         doc["ts"] = event.ts_ms
         rounded = result.rounded
-        doc["analysis"] = {
+        info = result.model
+        mdoc = model_doc if info is None else model_docs.get(info)
+        if mdoc is None:  # an encoder's first record in this batch
+            assert info is not None
+            mdoc = model_docs[info] = {"name": info.name, "hash": info.hash}
+        analysis = doc["analysis"] = {
             "label": result.label,
             "score": round(result.score, SCORE_DIGITS),
             "scores": rounded if rounded is not None else _round_scores(result.scores),
-            "model": model_doc,
+            "model": mdoc,
             "taxonomy_version": taxonomy_version,
             "head": result.head,
             "deadline_met": met,
@@ -132,6 +148,9 @@ def enriched_records(
         }
         if facts is not None and (joined := facts[len(out)]) is not None:
             doc["facts"] = joined
+        if result.lang is not None:
+            analysis["lang"] = result.lang
+            analysis["lang_supported"] = result.lang_supported
         out.append(dumps(doc))
     return out
 

@@ -5,6 +5,8 @@ file holds; the files are CC0 and made up.
     sample_events.jsonl   420 valid events with an expected label (the demo, the bench, tests)
     spike_events.jsonl    100 "locked out" events sent in one burst (the demo's planted spike)
     malformed_events.txt  24 messages the validator must reject, one per line
+    multilingual_events.jsonl  196 short customer messages, 28 in each of en, de, es, fr, ru, zh, ar (4 per
+                          label), with attrs.lang and attrs.expected_label (`slmstream bench languages`)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from importlib.resources.abc import Traversable
 SAMPLE_EVENTS = "sample_events.jsonl"
 SPIKE_EVENTS = "spike_events.jsonl"
 MALFORMED_EVENTS = "malformed_events.txt"
+MULTILINGUAL_EVENTS = "multilingual_events.jsonl"
 
 
 def sample(name: str) -> Traversable:

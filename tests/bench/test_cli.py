@@ -17,7 +17,7 @@ from pipeline.broker import BrokerError
 
 def test_every_bench_command_is_in_one_app() -> None:
     names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    assert names == {"classify", "compare", "identity", "summarize", "model-server", "gpu", "feedback"}
+    assert names == {"classify", "compare", "identity", "summarize", "model-server", "gpu", "feedback", "languages"}
 
 
 def test_classify_lists_its_options() -> None:
@@ -27,7 +27,7 @@ def test_classify_lists_its_options() -> None:
         assert option in result.output
 
 
-@pytest.mark.parametrize("command", ["classify", "compare", "identity", "summarize", "model-server"])
+@pytest.mark.parametrize("command", ["classify", "compare", "identity", "summarize", "model-server", "languages"])
 def test_an_unknown_engine_is_refused_before_anything_starts(command: str) -> None:
     result = CliRunner().invoke(app, [command, "--engine", "kafka"])
     assert result.exit_code == 2

@@ -27,3 +27,41 @@ def test_observe_many_equals_observing_each(values: list[float]) -> None:
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert math.isclose(got[name], value, rel_tol=1e-9, abs_tol=1e-9), name
+
+
+def test_classified_events_are_counted_by_language_and_label_per_batch() -> None:
+    from pipeline.metrics import REGISTRY, MetricsObserver
+    from pipeline.output.observers import Delivered
+
+    def count(lang: str, label: str) -> float:
+        return REGISTRY.get_sample_value("slmstream_classified_total", {"lang": lang, "label": label}) or 0.0
+
+    before = {k: count(*k) for k in [("de", "billing"), ("zh", "billing"), ("de", "shipping")]}
+    batch = Delivered(
+        "enriched", 4, 0.0, labels=["billing", "billing", "shipping", "billing"], langs=["de", "zh", "de", "de"]
+    )
+    MetricsObserver().on_delivered(batch)
+    assert count("de", "billing") - before[("de", "billing")] == 2
+    assert count("zh", "billing") - before[("zh", "billing")] == 1
+    assert count("de", "shipping") - before[("de", "shipping")] == 1
+    # no language ID (no langs): nothing counted by language
+    MetricsObserver().on_delivered(Delivered("enriched", 1, 0.0, labels=["billing"]))
+    assert count("de", "billing") - before[("de", "billing")] == 2
+
+
+def test_a_routed_batch_is_timed_per_encoder() -> None:
+    from pipeline.metrics import REGISTRY, MetricsObserver
+    from pipeline.output.observers import ModelBatch
+
+    def count(model: str) -> float:
+        return REGISTRY.get_sample_value("slmstream_batch_size_count", {"model": model}) or 0.0
+
+    def total(model: str) -> float:
+        return REGISTRY.get_sample_value("slmstream_batch_size_sum", {"model": model}) or 0.0
+
+    before = {m: (count(m), total(m)) for m in ("enc-a", "enc-b", "router")}
+    parts = {"enc-a": (5, 0.01), "enc-b": (3, 0.02)}
+    MetricsObserver().on_model_batch(ModelBatch("router", 8, 0.03, [0.0] * 8, 0, "defer", parts))
+    assert (count("enc-a") - before["enc-a"][0], total("enc-a") - before["enc-a"][1]) == (1, 5)
+    assert (count("enc-b") - before["enc-b"][0], total("enc-b") - before["enc-b"][1]) == (1, 3)
+    assert count("router") == before["router"][0]  # the batch is counted under its encoders only

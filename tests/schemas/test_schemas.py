@@ -21,6 +21,7 @@ from pipeline.output.records import (
     deferred_headers,
     dlq_record,
     enriched_record,
+    enriched_records,
     origin_of_deferred,
 )
 from schemas import DLQ_ERROR_TYPES, Event, Origin, load_schema
@@ -146,6 +147,68 @@ def test_enriched_schema_rejects_a_broken_record() -> None:
     )
     doc = orjson.loads(raw)
     del doc["analysis"]["latency_ms"]
+    assert not validator("enriched").is_valid(doc)
+
+
+def test_enriched_record_carries_the_language_and_the_encoder_that_read_it() -> None:
+    multilingual = ModelInfo("use-m-v3-int8", "sha256:fedcba9876543210")
+    results = [
+        Classification("billing", 0.9, {"billing": 0.9, "shipping": 0.1}, lang="de", model=multilingual),
+        Classification("shipping", 0.8, {"billing": 0.2, "shipping": 0.8}, lang="fi", lang_supported=False),
+        Classification("shipping", 0.8, {"billing": 0.2, "shipping": 0.8}),  # no language ID ran
+    ]
+    docs = [
+        orjson.loads(raw)
+        for raw in enriched_records(
+            [make_event()] * 3,
+            results,
+            MODEL,
+            "v1",
+            deadline_met=[True] * 3,
+            degraded=False,
+            queue_ms=[0.0] * 3,
+            model_ms=1.0,
+            total_ms=[1.0] * 3,
+        )
+    ]
+    for doc in docs:
+        assert_valid("enriched", doc)
+    a = [d["analysis"] for d in docs]
+    assert (a[0]["lang"], a[0]["lang_supported"], a[0]["model"]["name"]) == ("de", True, "use-m-v3-int8")
+    assert (a[1]["lang"], a[1]["lang_supported"], a[1]["model"]["name"]) == ("fi", False, "minilm-l6-int8")
+    assert "lang" not in a[2] and "lang_supported" not in a[2]
+    # the one-record builder says the same
+    one = orjson.loads(
+        enriched_record(
+            make_event(),
+            results[0],
+            MODEL,
+            "v1",
+            deadline_met=True,
+            degraded=False,
+            queue_ms=0,
+            model_ms=1.0,
+            total_ms=1.0,
+        )
+    )
+    assert one["analysis"] == {**a[0], "latency_ms": one["analysis"]["latency_ms"]}
+
+
+@pytest.mark.parametrize("lang", ["", "EN", "english", "e1"])
+def test_enriched_schema_rejects_a_language_that_is_not_a_code(lang: str) -> None:
+    raw = enriched_record(
+        make_event(),
+        Classification("billing", 0.9, {"billing": 0.9}, lang="en"),
+        MODEL,
+        "v1",
+        deadline_met=True,
+        degraded=False,
+        queue_ms=0,
+        model_ms=0,
+        total_ms=0,
+    )
+    doc = orjson.loads(raw)
+    doc["analysis"]["lang"] = lang
     assert not validator("enriched").is_valid(doc)
 
 

@@ -594,4 +594,80 @@ def test_a_window_about_one_label_still_gets_the_generators_summary(monkeypatch)
         (summary,) = sink.of(s.topics.summaries)
         assert summary["method"] == "abstractive" and generator.batches == [1]
 
+
+# ---- languages: the generator writes only about windows in a language it reads ------------------------------
+class PrefixLanguageId:
+    """`de:` texts are German, the rest English."""
+
+    name = "prefix"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def detect(self, texts):
+        self.calls += 1
+        return ["de" if t.startswith("de:") else "en" for t in texts]
+
+
+def in_german(value: bytes) -> bytes:
+    doc = orjson.loads(value)
+    doc["text"] = "de: " + doc["text"]
+    return orjson.dumps(doc)
+
+
+def test_a_window_in_a_language_the_generator_does_not_read_is_extractive_and_says_why(monkeypatch) -> None:
+    s = settings(monkeypatch)
+
+    async def main() -> None:
+        clock, sink, generator, lid = Clock(), FakeSink(), FakeGenerator(), PrefixLanguageId()
+        a = WindowAnalytics(
+            s, sink, FakeEmbedder(), generator, clock=clock, sleep=clock.sleep,
+            language_id=lid, generator_languages=frozenset({"en"}),
+        )  # fmt: skip
+        a.assign(range(s.topics.partitions))
+        sink.routes[s.topics.stats_partials] = lambda value: a.submit_partial(value, lambda: None, 0)
+        for i in range(4):
+            await a.submit(enriched(i, "english", T0 + i), lambda: None)
+            await a.submit(in_german(enriched(10 + i, "german", T0 + i)), lambda: None)
+        await close_and_drain(a, clock, T0 + 11, sink)
+        by_key = {r["key"]: r for r in sink.of(s.topics.summaries)}
+        for r in by_key.values():
+            jsonschema.validate(r, load_schema("summary"))
+        assert by_key["english"]["method"] == "abstractive" and by_key["english"]["lang"] == "en"
+        assert "reason" not in by_key["english"]
+        german = by_key["german"]
+        assert german["method"] == "extractive" and german["model"] == "fake-encoder"
+        assert (german["lang"], german["reason"]) == ("de", "generator does not read de")
+        assert german["summary"].startswith("de: ")
+        assert generator.batches == [1]  # only the English window's prompt reached the generator
+
+    run(main())
+
+
+def test_a_spike_in_a_language_the_generator_does_not_read_is_explained_extractively(monkeypatch) -> None:
+    s = settings(monkeypatch, SLMSTREAM_SUMMARIES__ENABLED="false")
+
+    async def main() -> None:
+        clock, sink, generator = Clock(), FakeSink(), FakeGenerator()
+        a = WindowAnalytics(
+            s, sink, FakeEmbedder(), generator, clock=clock, sleep=clock.sleep,
+            language_id=PrefixLanguageId(), generator_languages=frozenset({"en"}),
+        )  # fmt: skip
+        a.assign(range(s.topics.partitions))
+        sink.routes[s.topics.stats_partials] = lambda value: a.submit_partial(value, lambda: None, 0)
+        i = 0
+        for w in range(4):  # 3 quiet windows, then a spike of German 'account_access' messages
+            start = T0 + 10 * w
+            clock.advance_to(start)
+            labels = ["billing", "account_access"] if w < 3 else ["billing"] + ["account_access"] * 12
+            for label in labels:
+                i += 1
+                await a.submit(in_german(enriched(i, f"k{i % 2}", start + 1, label)), lambda: None)
+            await close_and_drain(a, clock, start + 11, sink)
+        (alert,) = sink.of(s.topics.alerts)
+        jsonschema.validate(alert, load_schema("alert"))
+        assert alert["method"] == "extractive" and alert["explanation"].startswith("12 'account_access' events")
+        assert (alert["lang"], alert["reason"]) == ("de", "generator does not read de")
+        assert generator.batches == []
+
     run(main())

@@ -109,3 +109,23 @@ def test_a_job_with_a_reason_goes_extractive_whatever_the_budget() -> None:
     plan = p.plan([mixed, job("plain")], NOW, NOW)
     assert [j.payload for j in plan.extractive] == ["mixed"]
     assert [[j.payload for j in b] for b in plan.batches] == [["plain"]]
+
+
+def test_unread_language_is_the_most_common_and_only_when_the_generator_does_not_read_it() -> None:
+    from pipeline.analytics.summarizer import unread_language
+
+    english = frozenset({"en"})
+    assert unread_language(["de", "de", "en"], english) == ("de", "generator does not read de")
+    assert unread_language(["en", "de", "en"], english) == ("en", "")
+    assert unread_language(["zh", "zh"], None) == ("zh", "")  # a generator that reads any language
+    assert unread_language(["und", "und", "de"], english) == ("und", "")  # undetermined: left to the generator
+    assert unread_language([], english) == ("", "")
+
+
+def test_a_job_with_a_reason_is_planned_extractive_whatever_the_budget() -> None:
+    planner = SummaryPlanner(GenerationTime(), min_events_abstractive=1, max_new_tokens=10, max_batch=4)
+    ok = Job("p", 10, 50, deadline=1e9)
+    unread = Job("", 0, 50, deadline=1e9, lang="de", reason="generator does not read de")
+    plan = planner.plan([ok, unread], now=0.0, busy_until=0.0)
+    assert plan.batches == [[ok]]
+    assert plan.extractive == [unread]

@@ -744,3 +744,65 @@ async def test_wait_for_room_returns_once_a_delivery_frees_room() -> None:
         sink.ack_all()
         await asyncio.wait_for(waiting, WAIT_S)
         assert sched.room() == 2
+
+
+# ---- languages: a batch split among encoders by the router ------------------------------------------------
+class RoutedFakeWorker(FakeWorker):
+    """Like the router (pipeline/model/router.py): German texts (`de:`) to a second encoder; results in the
+    batch's order, with each sub-batch's size and seconds."""
+
+    async def classify(self, texts: list[str]) -> tuple[list[Classification], float]:
+        from pipeline.model.router import RoutedResults
+
+        self.calls.append(list(texts))
+        english, multi = ModelInfo("fake-en", "sha256:en"), ModelInfo("fake-multi", "sha256:multi")
+        out = []
+        for t in texts:
+            lang = "de" if t.startswith("de:") else "en"
+            label = "billing" if "charge" in t or "Abbuchung" in t else "shipping"
+            scores = {"billing": 0.9, "shipping": 0.1} if label == "billing" else {"billing": 0.1, "shipping": 0.9}
+            out.append(Classification(label, 0.9, scores, lang=lang, model=multi if lang == "de" else english))
+        n_de = sum(1 for c in out if c.lang == "de")
+        parts = {"fake-en": (len(out) - n_de, 0.002), "fake-multi": (n_de, 0.010)}
+        return RoutedResults(out, {k: v for k, v in parts.items() if v[0]}), 0.012
+
+
+async def test_a_routed_batch_is_delivered_in_order_with_each_language_and_teaches_each_encoders_time() -> None:
+    from pipeline.output.observers import BaseObserver, Delivered
+
+    class Langs(BaseObserver):
+        def __init__(self) -> None:
+            self.langs: list[list[str]] = []
+
+        def on_delivered(self, batch: Delivered) -> None:
+            if batch.outcome == "enriched":
+                self.langs.append(list(batch.langs))
+
+    settings = make_settings(max_batch=4)
+    observer = Langs()
+    sched, primary, sink, clock = build(settings, RoutedFakeWorker(), observers=[observer])
+    texts = ["de: eine Abbuchung", "a charge", "de: mein Paket", "my parcel"]
+    works = [make_work(clock, t, id=f"evt-{i}", offset=i) for i, t in enumerate(texts)]
+    async with running(sched) as task:
+        for w, _ in works:
+            await sched.submit(w)
+        await eventually(lambda: len(sink.sent) == 4, task)
+        assert primary.calls == [texts]  # one batch: the router splits it on the model thread
+        assert [s.key for s in sink.sent] == [b"evt-0", b"evt-1", b"evt-2", b"evt-3"]
+        docs = [s.doc()["analysis"] for s in sink.sent]
+        assert [(a["lang"], a["model"]["name"], a["label"]) for a in docs] == [
+            ("de", "fake-multi", "billing"),
+            ("en", "fake-en", "billing"),
+            ("de", "fake-multi", "shipping"),
+            ("en", "fake-en", "shipping"),
+        ]
+        for s in sink.sent:
+            assert not list(ENRICHED.iter_errors(s.doc()))
+        sink.ack_all()
+        await eventually(lambda: all(ack.calls == 1 for _, ack in works), task)
+        assert observer.langs == [["de", "en", "de", "en"]]
+    # each encoder's sub-batch observed on its own fit, with its share of the events
+    st = sched.service_time
+    assert set(st.shares) == {"fake-en", "fake-multi"}
+    assert st.shares["fake-en"] == pytest.approx(st.shares["fake-multi"])
+    assert st.encoders["fake-multi"].observed == 1 and st.encoders["fake-en"].observed == 1

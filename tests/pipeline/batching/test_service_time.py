@@ -101,3 +101,44 @@ def test_coefficients_never_negative() -> None:
     assert per_item == 0.0
     assert fixed > 0.0
     assert st.estimate(32) == pytest.approx(st.estimate(1))
+
+
+# ---- RoutedServiceTime: per encoder, by its share of the events -----------------------------------------------
+def test_routed_without_parts_is_one_fit_over_whole_batches() -> None:
+    from pipeline.batching.service_time import RoutedServiceTime
+
+    routed, plain = RoutedServiceTime(), ServiceTime()
+    for n in (1, 8, 32) * 20:
+        routed.observe(n, 0.002 + 0.001 * n)
+        plain.observe(n, 0.002 + 0.001 * n)
+    assert routed.estimate(16) == pytest.approx(plain.estimate(16))
+
+
+def test_routed_sums_each_encoders_estimate_for_its_share() -> None:
+    from pipeline.batching.service_time import RoutedServiceTime
+
+    st = RoutedServiceTime()
+    for _ in range(100):  # 3 of 4 events to a fast encoder, 1 of 4 to a slow one
+        for n in (4, 8, 16, 32):
+            fast, slow = 3 * n // 4, n // 4
+            st.observe_parts({"fast": (fast, 0.001 + 0.001 * fast), "slow": (slow, 0.004 + 0.01 * slow)})
+    assert st.shares["fast"] / (st.shares["fast"] + st.shares["slow"]) == pytest.approx(0.75, abs=1e-6)
+    # 32 events: 24 to fast (25 ms), 8 to slow (84 ms)
+    assert st.estimate(32) == pytest.approx(0.025 + 0.084, abs=1e-4)
+    # one event: it goes to one encoder, but which is not known before: charged both (deadlines stay safe)
+    assert st.estimate(1) == pytest.approx(0.002 + 0.014, abs=1e-4)
+
+
+def test_routed_follows_a_change_of_mix() -> None:
+    from pipeline.batching.service_time import RoutedServiceTime
+
+    st = RoutedServiceTime()
+    for _ in range(100):
+        for n in (8, 32):
+            st.observe_parts({"fast": (n, 0.001 + 0.001 * n)})
+    only_fast = st.estimate(32)
+    for _ in range(100):
+        for n in (8, 32):
+            st.observe_parts({"slow": (n, 0.004 + 0.01 * n)})
+    assert st.estimate(32) == pytest.approx(0.324, rel=1e-3)  # the fast encoder's share decayed away
+    assert only_fast == pytest.approx(0.033, rel=1e-3)
