@@ -11,16 +11,23 @@ import sys
 import structlog
 
 
-class _CurrentStderr:
-    """Writes to whatever `sys.stderr` is at the time of the write, not the stream it was when logging was set up:
-    a cached logger bound to a stream that was later replaced and closed (a test's capture, a daemon's redirect)
-    would raise "I/O operation on closed file" on every log line."""
+class _Stderr:
+    """The stderr of the time logging was set up, until it is closed; then whatever `sys.stderr` is. Bound once
+    (as before), so a worker's lines keep going to the real stderr after Faust redirects `sys.stderr` into its
+    own logging; re-resolved only when that stream was replaced and closed (a test's capture), where a cached
+    logger would otherwise raise "I/O operation on closed file" on every line."""
+
+    def __init__(self) -> None:
+        self.stream = sys.stderr
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        if self.stream.closed:
+            self.stream = sys.stderr
+        return self.stream.write(text)
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        if not self.stream.closed:
+            self.stream.flush()
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -35,6 +42,6 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()),  # type: ignore[arg-type]  # PrintLogger only writes and flushes
+        logger_factory=structlog.PrintLoggerFactory(_Stderr()),  # type: ignore[arg-type]  # PrintLogger only writes and flushes
         cache_logger_on_first_use=True,
     )
