@@ -41,6 +41,36 @@ class Origin:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
 
+# A frozen dataclass's __init__ sets each field through object.__setattr__ (~0.3 µs a field); the reader builds
+# an Origin per record, so it sets the slots through their descriptors instead (tests compare the two).
+_new_object = object.__new__
+_set_topic = Origin.topic.__set__  # type: ignore[attr-defined]  # slots: each field is a member descriptor
+_set_partition = Origin.partition.__set__  # type: ignore[attr-defined]
+_set_offset = Origin.offset.__set__  # type: ignore[attr-defined]
+_set_key = Origin.key.__set__  # type: ignore[attr-defined]
+_set_headers = Origin.headers.__set__  # type: ignore[attr-defined]
+_set_timestamp_ms = Origin.timestamp_ms.__set__  # type: ignore[attr-defined]
+
+
+def new_origin(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    headers: tuple[tuple[str, bytes | None], ...],
+    timestamp_ms: int | None,
+) -> Origin:
+    """`Origin(topic, partition, offset, key, headers, timestamp_ms)`, at half the cost (the hot path's)."""
+    origin: Origin = _new_object(Origin)
+    _set_topic(origin, topic)
+    _set_partition(origin, partition)
+    _set_offset(origin, offset)
+    _set_key(origin, key)
+    _set_headers(origin, headers)
+    _set_timestamp_ms(origin, timestamp_ms)
+    return origin
+
+
 @dataclass(slots=True)
 class Event:
     """A validated input event. `fields` is the JSON object as received (extra fields pass through)."""

@@ -45,6 +45,7 @@ from pipeline.kafka_client import bootstrap_servers, client_security_kwargs
 from pipeline.kafka_transport import install_tolerant_fetch
 from pipeline.output.records import origin_of_deferred
 from schemas import Origin
+from schemas.types import new_origin
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +86,7 @@ def new_consumer(settings: Settings) -> AIOKafkaConsumer:
 def origin_of_record(record: Any) -> Origin:
     """The Origin of an aiokafka ConsumerRecord (timestamp in ms; 0 and absent: none)."""
     headers = record.headers
-    return Origin(
+    return new_origin(
         record.topic,
         record.partition,
         record.offset,
