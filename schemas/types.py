@@ -44,12 +44,13 @@ class Origin:
 # A frozen dataclass's __init__ sets each field through object.__setattr__ (~0.3 µs a field); the reader builds
 # an Origin per record, so it sets the slots through their descriptors instead (tests compare the two).
 _new_object = object.__new__
-_set_topic = Origin.topic.__set__  # type: ignore[attr-defined]  # slots: each field is a member descriptor
-_set_partition = Origin.partition.__set__  # type: ignore[attr-defined]
-_set_offset = Origin.offset.__set__  # type: ignore[attr-defined]
-_set_key = Origin.key.__set__  # type: ignore[attr-defined]
-_set_headers = Origin.headers.__set__  # type: ignore[attr-defined]
-_set_timestamp_ms = Origin.timestamp_ms.__set__  # type: ignore[attr-defined]
+_ORIGIN_SLOTS = Origin.__dict__  # with slots=True each field is a member descriptor there
+_set_topic = _ORIGIN_SLOTS["topic"].__set__
+_set_partition = _ORIGIN_SLOTS["partition"].__set__
+_set_offset = _ORIGIN_SLOTS["offset"].__set__
+_set_key = _ORIGIN_SLOTS["key"].__set__
+_set_headers = _ORIGIN_SLOTS["headers"].__set__
+_set_timestamp_ms = _ORIGIN_SLOTS["timestamp_ms"].__set__
 
 
 def new_origin(
