@@ -185,13 +185,13 @@ class EventReader(mode.Service):
             if fetched:
                 self._handing_in = True
                 try:
-                    await self._hand_in(scheduler, fetched)
+                    await self.hand_in(scheduler, fetched)
                 finally:
                     self._handing_in = False
             if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self._commit()
 
-    async def _hand_in(self, scheduler: BatchScheduler, fetched: dict[TopicPartition, list[Any]]) -> None:
+    async def hand_in(self, scheduler: BatchScheduler, fetched: dict[TopicPartition, list[Any]]) -> None:
         """Validate a fetch's records and hand them to the scheduler in one call."""
         limits = self.settings.input
         works: list[Work] = []
