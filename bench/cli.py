@@ -545,6 +545,53 @@ def languages(
     finish_run(outcome, r, out, "worker and broker")
 
 
+# ---- hot path ------------------------------------------------------------------------------------------------
+@app.command()
+def hotpath(
+    events: Annotated[int, typer.Option("--events", "-n", min=100, help="Events per run.")] = 40000,
+    max_batch: Annotated[int | None, typer.Option(min=1, help="batching.max_batch (default: the config's).")] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs, one after the other; the best is the figure.")] = 3,
+    callgrind: Annotated[
+        bool, typer.Option(help="Under valgrind --tool=callgrind --instr-atstart=no: count the measured part only.")
+    ] = False,
+    data: Data = None,
+) -> None:
+    """The classify path's CPU per event in one process, no broker, identity model: the reader's hand-in, the
+    scheduler, the records, record batches and offsets (bench/hotpath.py). For measuring a cut on a busy machine."""
+    from bench.hotpath import run_hotpath
+    from pipeline.model.identity import IDENTITY
+
+    settings = settings_or_exit()
+    b = settings.batching
+    batch = max_batch or b.max_batch
+    settings = settings.model_copy(
+        update={
+            "model": settings.model.model_copy(update={"encoder": IDENTITY}),
+            # backlogged events are not late: batches fill as they do when the model is the bottleneck
+            "batching": b.model_copy(
+                update={"budget_ms": 600_000.0, "max_batch": batch, "queue_limit": max(b.queue_limit, batch)}
+            ),
+        }
+    )
+    logs.configure("console", "warning")
+    docs = load_docs(data)
+    best: float | None = None
+    for i in range(repeats):
+        r = asyncio.run(run_hotpath(settings, docs, events, callgrind=callgrind))
+        if not r["all_done"]:
+            console.print("[red]not every offset was done[/]: the path lost events")
+            raise typer.Exit(1)
+        best = r["cpu_us_per_event"] if best is None else min(best, r["cpu_us_per_event"])
+        _note(
+            f"run {i + 1}/{repeats}: {r['cpu_us_per_event']:.2f} µs CPU/event, {r['wall_us_per_event']:.2f} µs wall, "
+            f"{r['producer_batches']} record batches"
+        )
+    console.print(
+        f"hot path, max_batch {batch}, {events} events: best {best:.2f} µs CPU per event "
+        f"(load {os.getloadavg()[0]:.1f})"
+    )
+
+
 # ---- summarize -------------------------------------------------------------------------------------------------
 @app.command()
 def summarize(

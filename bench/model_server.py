@@ -239,14 +239,18 @@ async def _max_rate_step(
             raise RuntimeError(f"warm-up: {collector.count(f'wu{tag}')}/{len(warm)} results after 120 s")
         await asyncio.sleep(1.0)
         pids = [w.pid for w in procs.workers] + ([procs.server.pid] if procs.server else [])
-        cpu0, machine0, wall0 = sum(proc_cpu_s(p) for p in pids), machine_busy_s(), time.time()
+        each0 = [proc_cpu_s(p) for p in pids]
+        cpu0, machine0, wall0 = sum(each0), machine_busy_s(), time.time()
         todo: list[BenchEvent] = make_events(docs, events, f"tp{tag}")
         first, _ = await blast(producer, settings.topics.events, todo)
         if not await collector.wait_for(f"tp{tag}", events, max(120.0, events * 0.05), procs.check_alive):
             raise RuntimeError(f"max-rate step: only {collector.count(f'tp{tag}')}/{events} results read")
         times = [t for t, _ in collector.records(f"tp{tag}").values()]
         wall = time.time() - wall0
-        cpu1, machine1 = sum(proc_cpu_s(p) for p in pids), machine_busy_s()
+        each1 = [proc_cpu_s(p) for p in pids]
+        cpu1, machine1 = sum(each1), machine_busy_s()
+        each = [b - a for a, b in zip(each0, each1, strict=True)]
+        n_workers = len(procs.workers)
         return {
             "events": events,
             "seconds": max(times) - first,
@@ -255,6 +259,11 @@ async def _max_rate_step(
             # on a shared machine more processes get a bigger share of the cores: this one compares setups fairly
             "events_per_pipeline_core_s": events / max(cpu1 - cpu0, 1e-9),
             "machine_cores": (machine1 - machine0) / wall,
+            # per process: each worker's cores; the workers' CPU (all of them) and the model server's per event
+            "worker_cores": [c / wall for c in each[:n_workers]],
+            "workers_cpu_us_per_event": 1e6 * sum(each[:n_workers]) / events,
+            "server_cores": each[n_workers] / wall if len(each) > n_workers else None,
+            "server_cpu_us_per_event": 1e6 * each[n_workers] / events if len(each) > n_workers else None,
             "duplicates": collector.duplicates,
         }
     finally:

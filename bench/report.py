@@ -191,7 +191,17 @@ def print_model_server(console: Console, r: dict[str, Any]) -> None:
         f"x{tr['ratio_p50']:.2f} the no-op call; {share:.1%} of the real model's {real['p50_ms']:.1f} ms",
     )
     console.print(t)
-    p = Table("setup", "events/s", "vs in-process x1", "cores", "events/core-s", "server: batch / requests", "RSS MiB")
+    p = Table(
+        "setup",
+        "events/s",
+        "vs in-process x1",
+        "cores",
+        "events/core-s",
+        "cores per worker",
+        "µs/event workers + server",
+        "server: batch / requests",
+        "RSS MiB",
+    )
     for row in r["pipelines"]:
         sb = row.get("server_batches")
         merged = f"{sb['mean_batch']:.1f} / {sb['mean_requests_per_call']:.2f}" if sb else "-"
@@ -202,6 +212,8 @@ def print_model_server(console: Console, r: dict[str, Any]) -> None:
             f"{row['ratio_vs_in_process_x1']:.2f}",
             f"{row['pipeline_cores']:.2f} of {row['machine_cores']:.2f}",
             f"{row['events_per_pipeline_core_s']:.0f}",
+            " ".join(f"{c:.2f}" for c in row.get("worker_cores", [])) or "-",
+            _per_event(row),
             merged,
             rss,
         )
@@ -210,6 +222,15 @@ def print_model_server(console: Console, r: dict[str, Any]) -> None:
         f"load average at start {r['loadavg_at_start'][0]:.1f}, at end {r['loadavg_at_end'][0]:.1f} on "
         f"{r['cpus']} CPUs: on a shared machine compare ratios from one run, not absolute figures"
     )
+
+
+def _per_event(row: Mapping[str, Any]) -> str:
+    """Worker CPU per event (all workers), plus the model server's when there is one."""
+    workers = row.get("workers_cpu_us_per_event")
+    if workers is None:
+        return "-"
+    server = row.get("server_cpu_us_per_event")
+    return f"{workers:.1f}" + (f" + {server:.1f}" if server is not None else "")
 
 
 def identity_table(

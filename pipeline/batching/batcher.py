@@ -59,14 +59,14 @@ class DeadlineBatcher(Generic[T]):
 
     def due_at(self) -> float | None:
         """The latest moment the next batch may start; None when nothing waits."""
-        head = self._head()
-        if not head:
+        queue = self._queue
+        if not queue:
             return None
-        if len(head) >= self.max_batch:
-            return head[0].arrived  # full: due already
-        earliest = min(p.deadline for p in head)
-        latest_start = earliest - self.service_time.estimate(len(head)) - self.margin_s
-        return min(latest_start, head[0].arrived + self.max_wait_s)
+        if len(queue) >= self.max_batch:
+            return queue[0].arrived  # full: due already (asked once or twice per batch: no list of the head)
+        earliest = min(p.deadline for p in queue)  # the whole queue is the head: shorter than max_batch
+        latest_start = earliest - self.service_time.estimate(len(queue)) - self.margin_s
+        return min(latest_start, queue[0].arrived + self.max_wait_s)
 
     def ready(self, now: float) -> bool:
         due = self.due_at()

@@ -305,22 +305,13 @@ class BatchScheduler:
             self.observe_service(results, model_s)
         done = self.clock()
         topic = self.settings.topics.enriched
-        # One pass over the batch for what each record needs; the records are then built in one call.
-        events: list[Event] = []
-        mets: list[bool] = []
-        waits: list[float] = []
-        queue_ms: list[float] = []
-        total_ms: list[float] = []
-        keys: list[bytes] = []
-        for p in items:
-            ev = p.item.event
-            events.append(ev)
-            mets.append(done <= ev.deadline)
-            wait = start - ev.arrived
-            waits.append(max(wait, 0.0))
-            queue_ms.append(wait * 1000.0)
-            total_ms.append((done - ev.ts_ms / 1000.0) * 1000.0)
-            keys.append(ev.id.encode())
+        # What each record needs, a comprehension per column (cheaper than appends in one loop); the records
+        # are then built in one call.
+        events: list[Event] = [p.item.event for p in items]
+        mets = [done <= ev.deadline for ev in events]
+        queue_ms = [(start - ev.arrived) * 1000.0 for ev in events]
+        waits = [max(start - ev.arrived, 0.0) for ev in events]
+        total_ms = [(done - ev.ts_ms / 1000.0) * 1000.0 for ev in events]
         misses = mets.count(False)
         records = enriched_records(
             events,
@@ -334,7 +325,7 @@ class BatchScheduler:
             total_ms=total_ms,
             facts=self.facts.facts_of(events) if self.facts is not None else None,
         )
-        outs = [Outgoing(topic, key, record) for key, record in zip(keys, records, strict=True)]
+        outs = [Outgoing(topic, ev.id.encode(), record) for ev, record in zip(events, records, strict=True)]
         parts = results.parts if isinstance(results, RoutedResults) else {}
         stats = ModelBatch(model_name, len(items), model_s, waits, misses, self.policy, parts)
         for o in self.observers:
@@ -351,7 +342,7 @@ class BatchScheduler:
             model=model_name,
             size=len(items),
             model_ms=round(model_s * 1000, 1),
-            queue_ms=round((start - min(p.item.event.arrived for p in items)) * 1000, 1),
+            queue_ms=round(max(queue_ms), 1),  # (start - the earliest arrival) in ms, without another pass
             late=misses,
             degraded=degraded,
             held=self._held,

@@ -45,6 +45,7 @@ from pipeline.kafka_client import bootstrap_servers, client_security_kwargs
 from pipeline.kafka_transport import install_tolerant_fetch
 from pipeline.output.records import origin_of_deferred
 from schemas import Origin
+from schemas.types import new_origin
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +86,7 @@ def new_consumer(settings: Settings) -> AIOKafkaConsumer:
 def origin_of_record(record: Any) -> Origin:
     """The Origin of an aiokafka ConsumerRecord (timestamp in ms; 0 and absent: none)."""
     headers = record.headers
-    return Origin(
+    return new_origin(
         record.topic,
         record.partition,
         record.offset,
@@ -184,13 +185,13 @@ class EventReader(mode.Service):
             if fetched:
                 self._handing_in = True
                 try:
-                    await self._hand_in(scheduler, fetched)
+                    await self.hand_in(scheduler, fetched)
                 finally:
                     self._handing_in = False
             if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self._commit()
 
-    async def _hand_in(self, scheduler: BatchScheduler, fetched: dict[TopicPartition, list[Any]]) -> None:
+    async def hand_in(self, scheduler: BatchScheduler, fetched: dict[TopicPartition, list[Any]]) -> None:
         """Validate a fetch's records and hand them to the scheduler in one call."""
         limits = self.settings.input
         works: list[Work] = []

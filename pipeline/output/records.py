@@ -117,14 +117,22 @@ def enriched_records(
     total_ms: Sequence[float],
     facts: Sequence[dict[str, Any] | None] | None = None,
 ) -> list[bytes]:
-    """`enriched_record` for a model batch, the same bytes for each: what is the same for every record of the
-    batch (the model, its time) is built once. `facts`: each event's joined facts (pipeline/facts/join.py)."""
+    """`enriched_record` for a model batch, the same bytes for each (`queue_ms` and `total_ms` are floats, as
+    the scheduler computes them): what is the same for every record of the batch (the model, its time) is built
+    once, and the scores and latencies are rounded a batch at once (`round_rows`: Python's `round` costs ~0.5 µs
+    a call, three calls a record). `facts`: each event's joined facts (pipeline/facts/join.py)."""
+    if len(results) != len(events):
+        raise ValueError(f"{len(events)} events but {len(results)} results")
     model_doc = {"name": model.name, "hash": model.hash}
     model_docs: dict[ModelInfo, dict[str, str]] = {model: model_doc}  # per encoder, when routed by language
     model_rounded = round(model_ms, 2)
+    (scores,) = round_rows(np.array([[r.score for r in results]], dtype=np.float64), SCORE_DIGITS)
+    queues, totals = round_rows(np.array([queue_ms, total_ms], dtype=np.float64).reshape(2, len(events)), 2)
     dumps = orjson.dumps
     out: list[bytes] = []
-    for event, result, met, queue, total in zip(events, results, deadline_met, queue_ms, total_ms, strict=True):
+    for event, result, score, met, queue, total in zip(
+        events, results, scores, deadline_met, queues, totals, strict=True
+    ):
         doc = dict(event.fields)
         doc["id"] = event.id
         doc["ts"] = event.ts_ms
@@ -136,7 +144,7 @@ def enriched_records(
             mdoc = model_docs[info] = {"name": info.name, "hash": info.hash}
         analysis = doc["analysis"] = {
             "label": result.label,
-            "score": round(result.score, SCORE_DIGITS),
+            "score": score,
             "scores": rounded if rounded is not None else _round_scores(result.scores),
             "model": mdoc,
             "taxonomy_version": taxonomy_version,
@@ -144,7 +152,7 @@ def enriched_records(
             "deadline_met": met,
             "degraded": degraded,
             "deferred": event.deferred,
-            "latency_ms": {"queue": round(queue, 2), "model": model_rounded, "total": round(total, 2)},
+            "latency_ms": {"queue": queue, "model": model_rounded, "total": total},
         }
         if facts is not None and (joined := facts[len(out)]) is not None:
             doc["facts"] = joined

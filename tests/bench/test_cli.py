@@ -17,7 +17,17 @@ from pipeline.broker import BrokerError
 
 def test_every_bench_command_is_in_one_app() -> None:
     names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    assert names == {"classify", "compare", "identity", "summarize", "model-server", "gpu", "feedback", "languages"}
+    assert names == {
+        "classify",
+        "compare",
+        "identity",
+        "hotpath",
+        "summarize",
+        "model-server",
+        "gpu",
+        "feedback",
+        "languages",
+    }
 
 
 def test_classify_lists_its_options() -> None:

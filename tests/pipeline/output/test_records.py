@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.output.records import Classification, ModelInfo, enriched_record, round_rows
+from pipeline.output.records import Classification, ModelInfo, enriched_record, enriched_records, round_rows
 from schemas import Event, Origin
 
 
@@ -70,3 +70,57 @@ def test_enriched_record_is_the_same_bytes_with_scores_rounded_by_the_classifier
     record = enriched_record(event, batched, info, "v1", **kwargs)  # type: ignore[arg-type]
     assert record == enriched_record(event, plain, info, "v1", **kwargs)  # type: ignore[arg-type]
     assert orjson.loads(record)["analysis"]["scores"] == {k: round(v, 4) for k, v in scores.items()}
+
+
+# ---- a model batch's records at once: the same bytes as one record at a time ---------------------------------
+any_ms = st.floats(allow_nan=True, allow_infinity=True) | st.floats(-1e3, 1e7)
+batch_rows = st.lists(
+    st.tuples(
+        st.lists(st.floats(0.0, 1.0, width=32), min_size=2, max_size=4),  # label scores
+        st.booleans(),  # deadline met
+        any_ms,  # queue_ms
+        any_ms,  # total_ms
+        st.booleans(),  # rounded by the classifier
+        st.booleans(),  # deferred
+        st.dictionaries(st.text(max_size=4), st.integers(-(2**63), 2**63 - 1) | st.text(max_size=4), max_size=3),
+    ),
+    max_size=8,
+)
+
+
+@given(batch_rows, st.booleans(), any_ms)
+def test_enriched_records_are_the_bytes_of_enriched_record_for_each(
+    rows: list[tuple[list[float], bool, float, float, bool, bool, dict[str, object]]], degraded: bool, model_ms: float
+) -> None:
+    events, results = [], []
+    for i, (values, _, _, _, pre_rounded, deferred, extra) in enumerate(rows):
+        names = [f"label{j}" for j in range(len(values))]
+        scores = dict(zip(names, values, strict=True))
+        (rounded,) = round_rows(np.array([values], dtype=np.float32))
+        best = max(values)
+        results.append(
+            Classification(
+                names[values.index(best)], best, scores, dict(zip(names, rounded, strict=True)) if pre_rounded else None
+            )
+        )
+        fields = {**extra, "text": "some text"}
+        event = Event(f"e{i}", "some text", 1_700_000_000_000 + i, fields, Origin("events", 0, i), deferred)
+        events.append(event)
+    info = ModelInfo("m", "sha256:m")
+    mets, queues, totals = [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
+    batch = enriched_records(
+        events,
+        results,
+        info,
+        "v1",
+        deadline_met=mets,
+        degraded=degraded,
+        queue_ms=queues,
+        model_ms=model_ms,
+        total_ms=totals,
+    )
+    one_by_one = [
+        enriched_record(e, r, info, "v1", deadline_met=m, degraded=degraded, queue_ms=q, model_ms=model_ms, total_ms=t)
+        for e, r, m, q, t in zip(events, results, mets, queues, totals, strict=True)
+    ]
+    assert batch == one_by_one
