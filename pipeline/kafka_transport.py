@@ -173,6 +173,8 @@ class Consumer(driver.Consumer):
         seen = self.rebalances
         records, active = await super()._wait_next_records(timeout)  # noqa: SLF001  faust-streaming 0.15.3: no hook
         if self.rebalances != seen:
+            if records:
+                log.info("stale_fetch_dropped", records=sum(len(r) for r in records.values()), partitions=len(records))
             return None, active
         return records, active
 
