@@ -168,15 +168,26 @@ class Consumer(driver.Consumer):
         # the skipped range as a gap, i.e. acked: records held uncommitted in an analytics window and let go at
         # the revoke were never read again by the worker that got the partition back (their windows summarized
         # without them, their stats final but short; seen on a loaded machine, tests/e2e/test_scale_out.py).
-        # A batch whose fetch spanned a revoke or an assignment is dropped here: it is fetched again from the
-        # position the rebalance set.
+        # A batch whose fetch spanned a revoke or an assignment is dropped here, and each of its partitions
+        # still ours goes back to where a rebalance puts it (the committed offset, else the earliest): the
+        # batch may as well have been fetched after the re-seek, past records nobody has seen yet.
         seen = self.rebalances
         records, active = await super()._wait_next_records(timeout)  # noqa: SLF001  faust-streaming 0.15.3: no hook
-        if self.rebalances != seen:
-            if records:
-                log.info("stale_fetch_dropped", records=sum(len(r) for r in records.values()), partitions=len(records))
-            return None, active
-        return records, active
+        if self.rebalances == seen or not records:
+            return records, active
+        await self._seek_back(set(records))
+        log.info("stale_fetch_dropped", records=sum(len(r) for r in records.values()), partitions=len(records))
+        return None, active
+
+    async def _seek_back(self, partitions: set[TP]) -> None:
+        ours = partitions & self.assignment()
+        committed: Mapping[TP, int | None] = self._committed_offset  # noqa: SLF001  faust-streaming 0.15.3: no accessor
+        unknown = [tp for tp in ours if not committed.get(tp)]
+        earliest = await self.earliest_offsets(*unknown) if unknown else {}
+        for tp in ours:
+            offset = committed.get(tp) or earliest.get(tp)
+            if offset is not None:
+                await self.seek(tp, offset)  # also sets Faust's read offset
 
     async def on_partitions_assigned(self, assigned: set[Any], generation_id: int = 0) -> None:
         self.rebalances += 1
