@@ -1,5 +1,6 @@
-"""Faust's aiokafka transport with three changes: our fetch wait, a commit before a revoke, and records whose
-header names are not UTF-8 read instead of crashing the consumer. Also the one place that touches private
+"""Faust's aiokafka transport with four changes: our fetch wait, a commit before a revoke, a fetch that spans a
+rebalance read again instead of handed on (it made Faust skip records), and records whose header names are not
+UTF-8 read instead of crashing the consumer. Also the one place that touches private
 attributes of Faust and aiokafka: each use is marked `# noqa: SLF001` with its reason, the rest of the code
 calls the named functions below (`committed_offsets`, `forget_unacked`, `aiokafka_producer`), and
 tests/pipeline/test_kafka_transport.py pins the versions these were written against (faust-streaming 0.15.3,
