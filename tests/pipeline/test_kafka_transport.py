@@ -172,12 +172,74 @@ def test_revoke_commits_once_when_nothing_is_left(monkeypatch: pytest.MonkeyPatc
     assert r.commits == 1
 
 
+# ---- a fetch that spans a rebalance ----------------------------------------------------------------------------
+class _Fetching:
+    """Our Consumer without Faust's machinery: Faust's fetch returns records of "tp0" (committed offset 40),
+    "tp1" (nothing committed, earliest 3) and "tp9" (no longer ours), and meanwhile the consumer sees `during`
+    ("revoke", "assign" or nothing). Records where it seeks to."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, during: str | None) -> None:
+        self.seeks: dict[str, int] = {}
+        consumer = self.consumer = Consumer.__new__(Consumer)
+
+        async def faust_rebalanced(*args: object) -> None:
+            return None
+
+        async def faust_fetch(_: Consumer, timeout: float) -> tuple[dict, set]:
+            if during == "revoke":
+                await consumer.on_partitions_revoked({"tp0"})
+            elif during == "assign":
+                await consumer.on_partitions_assigned({"tp0"}, 2)
+            return {"tp0": ["offset 59"], "tp1": ["offset 7"], "tp9": ["offset 1"]}, {"tp0", "tp1"}
+
+        async def earliest(*tps: str) -> dict[str, int]:
+            return dict.fromkeys(tps, 3)
+
+        async def seek(tp: str, offset: int) -> None:
+            self.seeks[tp] = offset
+
+        monkeypatch.setattr(driver.Consumer, "on_partitions_revoked", faust_rebalanced)
+        monkeypatch.setattr(driver.Consumer, "on_partitions_assigned", faust_rebalanced)
+        monkeypatch.setattr(driver.Consumer, "_wait_next_records", faust_fetch)
+        consumer._acked = {}  # noqa: SLF001  Faust's acked offsets: nothing to commit before the revoke
+        consumer._committed_offset = {"tp0": 40, "tp1": None}  # noqa: SLF001  Faust's committed offsets, as the transport reads them
+        consumer.commit = lambda: asyncio.sleep(0, True)  # type: ignore[method-assign]
+        consumer.assignment = lambda: {"tp0", "tp1"}  # type: ignore[method-assign, assignment]
+        consumer.earliest_offsets = earliest  # type: ignore[method-assign, assignment]
+        consumer.seek = seek  # type: ignore[method-assign, assignment]
+
+    def fetch(self) -> tuple[object, object]:
+        return asyncio.run(self.consumer._wait_next_records(1.0))  # noqa: SLF001  the method the transport overrides
+
+
+@pytest.mark.parametrize("during", ["revoke", "assign"])
+def test_a_batch_fetched_across_a_rebalance_is_dropped_and_read_again(
+    monkeypatch: pytest.MonkeyPatch, during: str
+) -> None:
+    """Handed on, its first record would move Faust's read offset past the re-seek, and Faust would drop the
+    records read again from the committed offset (held analytics records lost to the worker that got the
+    partition back). Dropped, its partitions still ours go back to their committed offset, else the earliest:
+    the batch may have been fetched after the re-seek, and nothing in it may be skipped."""
+    f = _Fetching(monkeypatch, during)
+    records, active = f.fetch()
+    assert records is None and active == {"tp0", "tp1"}
+    assert f.seeks == {"tp0": 40, "tp1": 3}
+
+
+def test_a_batch_fetched_without_a_rebalance_is_handed_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = _Fetching(monkeypatch, None)
+    records, _ = f.fetch()
+    assert records == {"tp0": ["offset 59"], "tp1": ["offset 7"], "tp9": ["offset 1"]}
+    assert f.seeks == {}
+
+
 def test_the_versions_whose_privates_we_use_are_pinned() -> None:
     """pipeline/kafka_transport.py relies on private parts of these exact versions. Before moving a pin, re-check
     each `# noqa: SLF001` there and the private classes it subclasses or replaces: aiokafka's
     `AIOKafkaConsumer._fetch_max_wait_ms`, `fetcher.PartitionRecords._unpack_records/_records/_tp`,
     `fetcher.MemoryRecords`, `_MemoryRecordsPy._next_slice/_cache_next`, `_DefaultRecordBatchPy._buffer`;
-    Faust's `Consumer._acked`, `Consumer._committed_offset`, `Consumer._unacked_messages`."""
+    Faust's `Consumer._acked`, `Consumer._committed_offset`, `Consumer._unacked_messages`,
+    `Consumer._wait_next_records` (overridden: the generation is read after it returns)."""
     from importlib.metadata import version
 
     pins = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
