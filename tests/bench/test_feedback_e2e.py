@@ -5,7 +5,6 @@ events.enriched are those of the in-process head, step by step."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import orjson
 import pytest
 
 from bench.datasets import DatasetMissing, tweets
+from tests.processes import run_to_end
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "models"
@@ -30,7 +30,7 @@ def test_a_tiny_curve_through_the_pipeline(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLMSTREAM_")}
     cmd = [sys.executable, "-m", "bench", "feedback", "--steps", "0,4,16", "--test-size", "40"]
     cmd += ["--out-dir", str(tmp_path), "--run-root", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
+    proc = run_to_end(cmd, 280, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (out,) = tmp_path.glob("feedback-*.json")
     r = orjson.loads(out.read_bytes())

@@ -18,6 +18,7 @@ from bench.events import events_at, make_events
 from bench.gpu import GpuBenchOptions, quick_options
 from bench.model_server import server_batches
 from pipeline import logs
+from tests.processes import run_to_end
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "models"
@@ -97,7 +98,7 @@ def test_quick_cpu_run_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLMSTREAM_")}
     cmd = [sys.executable, "-m", "bench", "gpu", "--provider", "cpu", "--quick", "--out", str(out)]
     cmd += ["--run-root", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
+    proc = run_to_end(cmd, 280, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r = orjson.loads(out.read_bytes())
     assert "error" not in r

@@ -9,12 +9,13 @@ Quix Streams), so a broken peer shows here and not in the middle of a long bench
 from __future__ import annotations
 
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import orjson
 import pytest
+
+from tests.processes import run_to_end
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,7 @@ def test_compare_one_system_one_step(system: str, tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [str(slmstream), "bench", "compare", "--systems", system, "--rates", "40", "--seconds", "2"]
     cmd += ["--warmup", "0.5", "--bare-texts", "0", "--out-dir", str(out), "--run-root", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = run_to_end(cmd, 120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     (result_file,) = out.glob("compare-*.json")
@@ -50,7 +51,7 @@ def test_identity_drains_the_same_events_through_every_system(tmp_path: Path) ->
     out = tmp_path / "out"
     cmd = [str(slmstream), "bench", "identity", "-n", "3000", "--out-dir", str(out)]
     cmd += ["--run-root", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = run_to_end(cmd, 120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     (result_file,) = out.glob("identity-*.json")
