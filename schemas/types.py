@@ -8,6 +8,10 @@ from functools import cache
 from importlib import resources
 from typing import Any, TypedDict
 
+# The `error.type` values of feedback the worker cannot learn from (schemas/feedback.schema.json,
+# pipeline/learning/feedback.py): never given to an event.
+FEEDBACK_ERROR_TYPES = ("unknown_label", "unknown_id", "label_exists", "too_many_labels")
+
 # The `error.type` values a DLQ record may carry (kept equal to dlq.schema.json by a test).
 DLQ_ERROR_TYPES = (
     "empty_message",
@@ -22,11 +26,7 @@ DLQ_ERROR_TYPES = (
     "wrong_type",
     "bad_timestamp",
     "model_error",
-    # Feedback (schemas/feedback.schema.json, pipeline/learning/feedback.py)
-    "unknown_label",
-    "unknown_id",
-    "label_exists",
-    "too_many_labels",
+    *FEEDBACK_ERROR_TYPES,
 )
 
 

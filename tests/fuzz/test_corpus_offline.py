@@ -23,6 +23,7 @@ from pipeline.config import InputSettings
 from pipeline.ingest.validate import Rejection, validate
 from pipeline.output.records import DLQ_MAX_VALUE_BYTES, dlq_record
 from schemas import DLQ_ERROR_TYPES, Event, Origin, load_schema
+from schemas.types import FEEDBACK_ERROR_TYPES
 from tests.fuzz.corpus import CATEGORIES, MAX_BYTES, MIB, SEED, Hostile, allows, corpus, digest, generate
 
 LIMITS = InputSettings()
@@ -105,8 +106,8 @@ def test_every_item_validates_as_expected(items: tuple[Hostile, ...]) -> None:
 
     assert not errors, f"{len(errors)} exceptions, e.g.:\n" + "\n".join(errors[:10])
     assert not wrong, f"{len(wrong)} unexpected outcomes, e.g.:\n" + "\n".join(wrong[:10])
-    # Every error type but model_error (only the model path gives it) is reached, and no other.
-    assert set(total) == {"valid", *DLQ_ERROR_TYPES} - {"model_error"}
+    # Every error type but model_error (only the model path gives it) and feedback's is reached, and no other.
+    assert set(total) == {"valid", *DLQ_ERROR_TYPES} - {"model_error", *FEEDBACK_ERROR_TYPES}
     # A guard against pathological (quadratic, exponential) inputs, not a benchmark: the slowest message is
     # timed again, best of 3, so a busy machine's preemption does not count; a pathological one stays slow.
     item = items[slowest[2]]
