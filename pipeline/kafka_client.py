@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -103,3 +104,24 @@ async def ensure_topics(
                 await admin.create_topics(missing)
     finally:
         await admin.close()
+
+
+class Rebalanced(Protocol):
+    """What a consumer group's member does when partitions are taken away (may await: a commit) and given."""
+
+    async def on_revoked(self, revoked: Sequence[TopicPartition]) -> None: ...
+
+    def on_assigned(self, assigned: Sequence[TopicPartition]) -> None: ...
+
+
+class RebalanceListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+    """aiokafka's listener, forwarding to `member` (the classify reader, the feedback reader)."""
+
+    def __init__(self, member: Rebalanced) -> None:
+        self.member = member
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self.member.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.member.on_assigned(assigned)

@@ -33,7 +33,7 @@ from typing import Any
 
 import mode
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from pipeline import metrics
@@ -41,7 +41,7 @@ from pipeline.batching.scheduler import BatchScheduler, Rejected, Work
 from pipeline.config import Settings
 from pipeline.ingest.offsets import AckedOffsets
 from pipeline.ingest.validate import Rejection, validate
-from pipeline.kafka_client import bootstrap_servers, client_security_kwargs
+from pipeline.kafka_client import RebalanceListener, bootstrap_servers, client_security_kwargs
 from pipeline.kafka_transport import install_tolerant_fetch
 from pipeline.output.records import origin_of_deferred
 from schemas import Origin
@@ -126,7 +126,7 @@ class EventReader(mode.Service):
             self.scheduler = await self.runtime.ready()
             install_tolerant_fetch()  # a header name that is not UTF-8 is read, not fatal (kafka_transport.py)
             self.consumer = new_consumer(self.settings)
-            self.consumer.subscribe([self.events_topic, self.deferred_topic], listener=_Listener(self))
+            self.consumer.subscribe([self.events_topic, self.deferred_topic], listener=RebalanceListener(self))
             await self.consumer.start()
             await self._read(self.scheduler, self.consumer)
         except asyncio.CancelledError:
@@ -279,17 +279,6 @@ class EventReader(mode.Service):
                 continue
             done = self.offsets.last_committed(tp) or 0
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(high - done, 0))
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
-    def __init__(self, reader: EventReader) -> None:
-        self.reader = reader
-
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        await self.reader.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self.reader.on_assigned(assigned)
 
 
 def _by_topic(tps: Iterable[TopicPartition]) -> dict[str, list[int]]:

@@ -41,14 +41,14 @@ from typing import Any
 
 import mode
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import metrics
 from pipeline.config import Settings
 from pipeline.ingest.offsets import AckedOffsets
 from pipeline.ingest.reader import origin_of_record
 from pipeline.ingest.validate import Rejection
-from pipeline.kafka_client import bootstrap_servers, client_security_kwargs, ensure_topics
+from pipeline.kafka_client import RebalanceListener, bootstrap_servers, client_security_kwargs, ensure_topics
 from pipeline.kafka_transport import aiokafka_producer
 from pipeline.learning.cache import RecentEvents
 from pipeline.learning.feedback import Feedback, example_key, feedback_key, parse_feedback
@@ -294,7 +294,7 @@ class LearningService(mode.Service):
             heartbeat_interval_ms=1000,
             **client_security_kwargs(s),
         )
-        consumer.subscribe([self.feedback_topic], listener=_Listener(self))
+        consumer.subscribe([self.feedback_topic], listener=RebalanceListener(self))
         await consumer.start()
         while True:
             batch = await consumer.getmany(timeout_ms=POLL_MS)
@@ -425,14 +425,3 @@ class LearningService(mode.Service):
     def on_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         self._owned = set(assigned)
         self.offsets.assign(assigned)
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
-    def __init__(self, service: LearningService) -> None:
-        self.service = service
-
-    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        await self.service.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self.service.on_assigned(assigned)
