@@ -28,7 +28,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.feedback import CurveStep, Prepared, accuracy
-from bench.machine import BenchBroker, free_port
+from bench.machine import BenchBroker, free_port, stop_worker_and_broker
 from pipeline.config import Settings, config_path
 from pipeline.kafka_client import ensure_topics
 from pipeline.worker_process import WorkerProcess
@@ -134,12 +134,7 @@ class PipelineRun:
         self.worker.wait_ready(ready_timeout)
 
     def stop(self) -> None:
-        try:
-            if self.worker is not None:
-                self.worker.stop(30)
-        finally:
-            if self.broker is not None:
-                self.broker.stop()
+        stop_worker_and_broker(self.worker, self.broker)
 
     def measure(self, curve: Sequence[CurveStep], note: Callable[[str], None] = lambda _: None) -> None:
         """Fill each step's pipeline_* fields (the steps come from the in-process curve, same examples)."""

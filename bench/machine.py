@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.broker import BrokerStatus, EmbeddedBroker
+from pipeline.worker_process import WorkerProcess
 
 
 def free_port() -> int:
@@ -69,3 +70,13 @@ def machine_facts() -> dict[str, Any]:
         "aiokafka": package_version("aiokafka"),
         "faust": package_version("faust-streaming"),
     }
+
+
+def stop_worker_and_broker(worker: WorkerProcess | None, broker: BenchBroker | None) -> None:
+    """A bench run's worker (graceful, 30 s) and then its broker, the broker also when the worker's stop fails."""
+    try:
+        if worker is not None:
+            worker.stop(30)
+    finally:
+        if broker is not None:
+            broker.stop()

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from bench.events import BenchEvent
 from bench.loadgen import make_producer, send_open_loop
-from bench.machine import BenchBroker, free_port
+from bench.machine import BenchBroker, free_port, stop_worker_and_broker
 from bench.procstat import machine_busy_s, proc_cpu_s
 from bench.reader import TopicReader
 from bench.stats import ResultTiming, batch_breakdown, latency_parts, rate, steady_rate, summarize
@@ -84,12 +84,7 @@ class Harness:
         self.worker.wait_ready(ready_timeout)
 
     def stop(self) -> None:
-        try:
-            if self.worker is not None:
-                self.worker.stop(30)
-        finally:
-            if self.broker is not None:
-                self.broker.stop()
+        stop_worker_and_broker(self.worker, self.broker)
 
     @property
     def bootstrap(self) -> str:
