@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, TypedDict
@@ -90,7 +90,6 @@ class Event:
     # Filled by the worker: when it arrived (monotonic seconds) and its deadline (wall-clock seconds).
     arrived: float = 0.0
     deadline: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @cache

@@ -19,8 +19,12 @@ ORIGIN_HEADER = "slmstream-origin"
 ORIGIN_TS_HEADER = "slmstream-origin-ts"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Classification:
+    """One text's label and scores. Not frozen: built once per event on the hot path, where a frozen dataclass's
+    `__init__` (one `object.__setattr__` per field, eight fields) cost ~1.8 µs against ~0.3 µs; nothing changes
+    one after the classifier returns it."""
+
     label: str
     score: float
     scores: dict[str, float]
