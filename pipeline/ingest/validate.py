@@ -48,7 +48,8 @@ def validate(value: bytes | None, origin: Origin, limits: InputSettings) -> Even
 
 
 def validate_checked(value: bytes | None, origin: Origin, limits: InputSettings) -> Event | Rejection:
-    """`validate` without its fast path: the bytes decoded to a str, then parsed (tests compare the two)."""
+    """`validate` without its fast paths: the bytes decoded to a str, then parsed, then each field checked in turn
+    (tests compare the two)."""
     if not value:
         return Rejection("empty_message", "message value is empty or null")
     if len(value) > limits.max_event_bytes:
@@ -56,7 +57,7 @@ def validate_checked(value: bytes | None, origin: Origin, limits: InputSettings)
     doc = _parse_text(value, limits)
     if type(doc) is Rejection:
         return doc
-    return _event_from_doc(doc, value, origin, limits)
+    return _event_from_doc(doc, value, origin, limits, checked=True)
 
 
 def _parse_text(value: bytes, limits: InputSettings) -> Any:
@@ -73,16 +74,44 @@ def _parse_text(value: bytes, limits: InputSettings) -> Any:
         return Rejection("not_json", f"not valid JSON: {exc}")
 
 
-def _event_from_doc(doc: Any, value: bytes, origin: Origin, limits: InputSettings) -> Event | Rejection:
+def _event_from_doc(
+    doc: Any, value: bytes, origin: Origin, limits: InputSettings, *, checked: bool = False
+) -> Event | Rejection:
     if not isinstance(doc, dict):
         return Rejection("not_object", f"expected a JSON object, got {_json_type(doc)}")
     # A JSON text nests at most as deep as it has opening brackets: count them in C, walk only when needed.
     if value.count(b"{") + value.count(b"[") > limits.max_depth and _depth(doc, limits.max_depth) > limits.max_depth:
         return Rejection("too_deep", f"JSON nesting is deeper than {limits.max_depth} levels")
-    return _event_from_object(doc, origin, limits)
+    return (_event_from_object_checked if checked else _event_from_object)(doc, origin, limits)
+
+
+_NO_ATTRS: dict[str, Any] = {}  # what `attrs` reads as when absent (never changed)
 
 
 def _event_from_object(doc: dict[str, Any], origin: Origin, limits: InputSettings) -> Event | Rejection:
+    """The usual event (a text, an id, epoch-millisecond `ts`) in a few type checks; anything else, valid or not,
+    takes `_event_from_object_checked`, which says what is wrong (tests compare the two)."""
+    get = doc.get
+    text, event_id, ts = get("text"), get("id"), get("ts")
+    if (
+        type(text) is str
+        and type(event_id) is str
+        and type(ts) is int
+        and 0 < len(text) <= limits.max_text_chars
+        and 0 < len(event_id) <= MAX_SHORT_FIELD
+        and MIN_EPOCH_MS <= ts <= MAX_EPOCH_MS
+        and not text.isspace()
+        and type(source := get("source", "")) is str  # absent reads as "", null as None (not a str)
+        and len(source) <= MAX_SHORT_FIELD
+        and type(key := get("key", "")) is str
+        and len(key) <= MAX_SHORT_FIELD
+        and type(get("attrs", _NO_ATTRS)) is dict
+    ):
+        return Event(event_id, text, ts, doc, origin)
+    return _event_from_object_checked(doc, origin, limits)
+
+
+def _event_from_object_checked(doc: dict[str, Any], origin: Origin, limits: InputSettings) -> Event | Rejection:
     if "text" not in doc:
         return Rejection("missing_field", "required field `text` is missing")
     text = doc["text"]

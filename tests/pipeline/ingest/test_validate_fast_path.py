@@ -1,5 +1,5 @@
 """pipeline/ingest/validate.py: the fast paths (epoch-millisecond timestamps, parsing the bytes without decoding
-them first) answer as the checked paths."""
+them first, the usual event's fields in a few type checks) answer as the checked paths."""
 
 from __future__ import annotations
 
@@ -33,16 +33,23 @@ def test_parse_ts_equals_the_checked_path(v: Any) -> None:
 
 
 # ---- parsing the bytes directly (orjson checks the UTF-8) vs decoding them to a str first ----------------------
-LIMITS = InputSettings()
+LIMITS = InputSettings(max_text_chars=20)  # texts of up to 30 characters cross the limit
 ORIGIN = Origin("events", 0, 7, b"k", (), 1_765_000_000_000)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=5), kids, max_size=3),
     max_leaves=25,
 )
+short_fields = st.text(max_size=8) | st.text(min_size=255, max_size=257) | st.none() | st.integers()  # 256: the limit
 event_docs = st.fixed_dictionaries(
-    {"text": st.text(min_size=0, max_size=30)},
-    optional={"id": st.text(max_size=8), "ts": timestamps, "source": st.text(max_size=5), "attrs": json_values},
+    {"text": st.text(min_size=0, max_size=30) | st.sampled_from([" ", "\t\n"]) | st.none()},
+    optional={
+        "id": short_fields,
+        "ts": timestamps,
+        "source": short_fields,
+        "key": short_fields,
+        "attrs": json_values | st.dictionaries(st.text(max_size=3), json_values, max_size=2),
+    },
 )
 
 
@@ -75,6 +82,29 @@ messages = st.one_of(
 
 @given(messages)
 def test_validate_equals_the_decode_then_parse_path(value: bytes) -> None:
+    fast, checked = validate(value, ORIGIN, LIMITS), validate_checked(value, ORIGIN, LIMITS)
+    assert type(fast) is type(checked)
+    assert fast == checked
+
+
+# The usual event (what `_event_from_object` takes in a few type checks), and its near misses.
+usual_events = st.fixed_dictionaries(
+    {
+        "text": st.text(min_size=1, max_size=22) | st.sampled_from([" ", "\t\n", "\u3000"]),
+        "id": st.text(min_size=1, max_size=8) | st.text(min_size=255, max_size=257),
+        "ts": st.integers(MIN_EPOCH_MS, MAX_EPOCH_MS) | near_bounds,
+    },
+    optional={
+        "source": short_fields,
+        "key": short_fields,
+        "attrs": st.dictionaries(st.text(max_size=3), st.integers()) | json_values,
+    },
+)
+
+
+@given(usual_events)
+def test_the_usual_event_equals_the_checked_path(doc: dict[str, Any]) -> None:
+    value = _dumps(doc)
     fast, checked = validate(value, ORIGIN, LIMITS), validate_checked(value, ORIGIN, LIMITS)
     assert type(fast) is type(checked)
     assert fast == checked
