@@ -7,15 +7,16 @@ without a broker, so that a cut can be measured on a machine too busy for `bench
 
 The worker's own code, unchanged, end to end: validation, `Event`/`Work`, the deadline batcher, the model thread
 hop, the records, murmur2 partitioning, record-batch appends and builds, the outbox's acks, the observers
-(metrics and dashboard) and the offset bookkeeping. Not in it: aiokafka's fetch parsing and the sockets (the
-aiokafka-alone loop of `bench identity` measures those). For an instruction count, run it under
-`valgrind --tool=callgrind --instr-atstart=no` with `--callgrind`: it switches collection on for the
-measured part only.
+(metrics and dashboard) and the offset bookkeeping, under the worker's collector settings. Not in it:
+aiokafka's fetch parsing and the sockets (the aiokafka-alone loop of `bench identity` measures those). For an
+instruction count, run it under `valgrind --tool=callgrind --instr-atstart=no` with `--callgrind`: it switches
+collection on for the measured part only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import time
@@ -28,6 +29,7 @@ from aiokafka.structs import ConsumerRecord
 
 from bench.events import make_events
 from pipeline.config import Settings
+from pipeline.gc_tuning import settle_heap
 
 FETCH_RECORDS = 500  # records handed in per "fetch", across the partitions
 BATCH_BYTES = 16384  # aiokafka's default batch size
@@ -113,6 +115,8 @@ async def run_hotpath(
     await worker.classify(["warm-up"])  # the model thread started
     at = dict.fromkeys(tps, 0)
     per_fetch = max(FETCH_RECORDS // len(tps), 1)
+    thresholds = gc.get_threshold()
+    settle_heap()  # as the worker does once its models are loaded (pipeline/gc_tuning.py)
     if callgrind:
         subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], capture_output=True, check=False)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -135,6 +139,8 @@ async def run_hotpath(
             subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], capture_output=True, check=False)
         run.cancel()
         await worker.aclose()
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
     done = offsets.advanced()
     return {
         "events": events,

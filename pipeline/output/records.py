@@ -44,8 +44,10 @@ class Classification:
 SCORE_DIGITS = 4
 
 
-def round_rows(x: np.ndarray, ndigits: int = SCORE_DIGITS) -> list[list[float]]:
-    """`[[round(float(v), ndigits) for v in row] for row in x]`, bit for bit, for a 2-D array at once.
+def round_rows(x: np.ndarray, ndigits: int | Sequence[int] = SCORE_DIGITS) -> list[list[float]]:
+    """`[[round(float(v), ndigits) for v in row] for row in x]`, bit for bit, for a 2-D array at once;
+    `ndigits` may also give each row its own (one call for rows that round differently: a numpy call costs
+    about as much as rounding a few values in Python, so a batch's roundings are done in as few as can be).
 
     numpy's `rint(v * 10**n) / 10**n` is Python's correctly rounded `round(v, n)` whenever `v * 10**n` is
     computed exactly or is not within its rounding error of a tie (x.5): the division of an integer by
@@ -53,7 +55,10 @@ def round_rows(x: np.ndarray, ndigits: int = SCORE_DIGITS) -> list[list[float]]:
     (near a tie, huge, not finite) are rounded by Python.
     """
     v = np.asarray(x, dtype=np.float64)
-    scale = 10.0**ndigits
+    digits = [ndigits] * len(v) if isinstance(ndigits, int) else list(ndigits)
+    if len(digits) != len(v):
+        raise ValueError(f"{len(v)} rows but {len(digits)} ndigits")
+    scale = np.array([10.0**n for n in digits]).reshape(len(v), 1)  # 10**n is exact for the n used here
     with np.errstate(over="ignore", invalid="ignore"):
         t = v * scale
         out = np.rint(t) / scale
@@ -62,7 +67,7 @@ def round_rows(x: np.ndarray, ndigits: int = SCORE_DIGITS) -> list[list[float]]:
     rows: list[list[float]] = out.tolist()
     if doubt.any():
         for i, j in zip(*np.nonzero(doubt), strict=True):
-            rows[i][j] = round(float(v[i, j]), ndigits)
+            rows[i][j] = round(float(v[i, j]), digits[i])
     return rows
 
 
@@ -130,8 +135,8 @@ def enriched_records(
     model_doc = {"name": model.name, "hash": model.hash}
     model_docs: dict[ModelInfo, dict[str, str]] = {model: model_doc}  # per encoder, when routed by language
     model_rounded = round(model_ms, 2)
-    (scores,) = round_rows(np.array([[r.score for r in results]], dtype=np.float64), SCORE_DIGITS)
-    queues, totals = round_rows(np.array([queue_ms, total_ms], dtype=np.float64).reshape(2, len(events)), 2)
+    columns = np.array([[r.score for r in results], queue_ms, total_ms], dtype=np.float64).reshape(3, len(events))
+    scores, queues, totals = round_rows(columns, (SCORE_DIGITS, 2, 2))
     dumps = orjson.dumps
     out: list[bytes] = []
     for event, result, score, met, queue, total in zip(

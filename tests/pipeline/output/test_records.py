@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -38,6 +39,23 @@ def test_round_rows_is_python_round_for_any_double(x: np.ndarray) -> None:
 )
 def test_round_rows_is_python_round_for_probabilities(x: np.ndarray, ndigits: int) -> None:
     assert [[bits(v) for v in row] for row in round_rows(x, ndigits)] == python_rounded(x, ndigits)
+
+
+@given(
+    hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=6), elements=st.floats()).flatmap(
+        lambda x: st.tuples(st.just(x), st.lists(st.integers(0, 6), min_size=len(x), max_size=len(x)))
+    )
+)
+def test_round_rows_rounds_each_row_to_its_own_digits(x_digits: tuple[np.ndarray, list[int]]) -> None:
+    x, digits = x_digits
+    assert [[bits(v) for v in row] for row in round_rows(x, digits)] == [
+        python_rounded(x[i : i + 1], n)[0] for i, n in enumerate(digits)
+    ]
+
+
+def test_round_rows_wants_one_ndigits_per_row() -> None:
+    with pytest.raises(ValueError, match="2 rows but 3 ndigits"):
+        round_rows(np.zeros((2, 3)), (4, 2, 2))
 
 
 def test_round_rows_takes_ties_and_near_ties_as_python_does() -> None:
