@@ -12,8 +12,9 @@ CPU); with the settings below, none while draining (2 young collections, no full
 
 What it does:
 - `gc.freeze()` after a full collection: everything alive at startup (modules, the app, the models) moves to
-  the permanent generation, which collections skip. Nothing is leaked: those objects are kept for the
-  worker's life anyway, and garbage from the start was collected first.
+  the permanent generation, which collections skip. Garbage from the start was collected first, and nearly
+  all of what is frozen lives as long as the worker; the price is that a frozen object that later ends up in
+  a garbage cycle is never freed (reference counting still frees the rest), bounded by what startup held.
 - a young threshold of 10,000: a collection runs after 10,000 more container objects are alive, not 700, so
   batches in flight are not promoted every few milliseconds. Reference cycles (asyncio's futures and
   tracebacks make some) are still found, later: at most ~10,000 objects of cycles wait, a few MB.
